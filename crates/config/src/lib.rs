@@ -1,0 +1,1 @@
+//! pinhole-config (work in progress)

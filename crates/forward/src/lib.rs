@@ -1,0 +1,1 @@
+//! pinhole-forward (work in progress)

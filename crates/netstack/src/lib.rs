@@ -1,0 +1,1 @@
+//! pinhole-netstack (work in progress)

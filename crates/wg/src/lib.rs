@@ -1,0 +1,1 @@
+//! pinhole-wg (work in progress)
