@@ -1,0 +1,591 @@
+//! Step one of loading: TOML text to raw tables whose values keep their byte spans.
+//!
+//! This step checks only shape: that each table and key is one we know, and that each value has
+//! the TOML type we expect (string, integer, array of strings). Meaning (is this an address? a
+//! key?) is checked in `validate`. We walk `toml_edit`'s span-preserving tree rather than use
+//! serde's `deny_unknown_fields`, because serde stops at the first problem and we report all.
+
+use toml_edit::{ImDocument, Item, TableLike, Value};
+
+use crate::error::{Report, Span};
+
+/// A value and where it was written.
+#[derive(Debug, Clone)]
+pub(crate) struct Sp<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+/// A key as found in a table: absent, present but of the wrong type (already reported), or good.
+#[derive(Debug, Clone)]
+pub(crate) enum Field<T> {
+    Missing,
+    Bad,
+    Ok(Sp<T>),
+}
+
+impl<T> Field<T> {
+    /// The value if present and well-typed; `Bad` was already reported, so both give `None`.
+    pub(crate) fn ok(self) -> Option<Sp<T>> {
+        match self {
+            Field::Ok(v) => Some(v),
+            Field::Missing | Field::Bad => None,
+        }
+    }
+
+    pub(crate) fn is_missing(&self) -> bool {
+        matches!(self, Field::Missing)
+    }
+
+    /// The value of a required key; reports it as missing (at `table_span`) when absent.
+    pub(crate) fn required(
+        self,
+        report: &mut Report<'_>,
+        table_span: &Span,
+        key: &str,
+        fix: &str,
+    ) -> Option<Sp<T>> {
+        if self.is_missing() {
+            report.error(table_span, key, "missing required key", fix);
+        }
+        self.ok()
+    }
+}
+
+/// A duration as written: TOML integer seconds or a string with a unit.
+#[derive(Debug, Clone)]
+pub(crate) enum RawDuration {
+    Secs(i64),
+    Text(String),
+}
+
+/// `[interface]` as written.
+#[derive(Debug)]
+pub(crate) struct RawInterface {
+    pub span: Span,
+    pub private_key: Field<String>,
+    pub private_key_file: Field<String>,
+    pub listen_port: Field<i64>,
+    pub address: Field<Vec<Sp<String>>>,
+    pub mtu: Field<i64>,
+}
+
+/// One `[[peer]]` as written.
+#[derive(Debug)]
+pub(crate) struct RawPeer {
+    pub span: Span,
+    pub name: Field<String>,
+    pub public_key: Field<String>,
+    pub preshared_key: Field<String>,
+    pub allowed_ips: Field<Vec<Sp<String>>>,
+    pub endpoint: Field<String>,
+    pub persistent_keepalive: Field<i64>,
+}
+
+/// One `[[forward]]` or `[[expose]]` as written: both have the same keys.
+#[derive(Debug)]
+pub(crate) struct RawService {
+    pub span: Span,
+    pub name: Field<String>,
+    pub protocol: Field<String>,
+    pub listen: Field<String>,
+    pub to: Field<String>,
+    pub connect_timeout: Field<RawDuration>,
+    pub idle_timeout: Field<RawDuration>,
+    pub max_connections: Field<i64>,
+}
+
+/// The whole file as written.
+#[derive(Debug, Default)]
+pub(crate) struct RawConfig {
+    pub interface: Option<RawInterface>,
+    pub peers: Vec<RawPeer>,
+    pub forwards: Vec<RawService>,
+    pub exposes: Vec<RawService>,
+}
+
+const TOP_KEYS: &[&str] = &["interface", "peer", "forward", "expose"];
+const INTERFACE_KEYS: &[&str] = &[
+    "private_key",
+    "private_key_file",
+    "listen_port",
+    "address",
+    "mtu",
+];
+const PEER_KEYS: &[&str] = &[
+    "name",
+    "public_key",
+    "preshared_key",
+    "allowed_ips",
+    "endpoint",
+    "persistent_keepalive",
+];
+const SERVICE_KEYS: &[&str] = &[
+    "name",
+    "protocol",
+    "listen",
+    "to",
+    "connect_timeout",
+    "idle_timeout",
+    "max_connections",
+];
+
+/// Parses `text` and reads its tables. `None` means a TOML syntax error, already reported:
+/// nothing else can be said about a file that does not parse.
+pub(crate) fn read(text: &str, report: &mut Report<'_>) -> Option<RawConfig> {
+    let doc = match ImDocument::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim().replace('\n', "; ");
+            let fix = syntax_fix(text, &message, &span);
+            report.error(&span, "", format!("TOML syntax error: {message}"), fix);
+            return None;
+        }
+    };
+    let root = doc.as_table();
+    let mut raw = RawConfig::default();
+    let root_span = 0..0;
+    for (name, item) in root.iter() {
+        let key_span = span_of(root.key(name).and_then(|k| k.span()), &root_span);
+        match name {
+            "interface" => raw.interface = read_interface(item, &key_span, report),
+            "peer" => {
+                for (i, (table, span)) in array_of_tables(item, "peer", &key_span, report)
+                    .into_iter()
+                    .enumerate()
+                {
+                    raw.peers.push(read_peer(table, span, i, report));
+                }
+            }
+            "forward" | "expose" => {
+                for (i, (table, span)) in array_of_tables(item, name, &key_span, report)
+                    .into_iter()
+                    .enumerate()
+                {
+                    let service = read_service(table, span, &format!("{name}[{i}]"), name, report);
+                    if name == "forward" {
+                        raw.forwards.push(service);
+                    } else {
+                        raw.exposes.push(service);
+                    }
+                }
+            }
+            other => {
+                let shown = match item {
+                    Item::Table(_) => format!("table [{other}]"),
+                    Item::ArrayOfTables(_) => format!("table [[{other}]]"),
+                    _ => format!("key `{other}`"),
+                };
+                let hint = match suggest(other, TOP_KEYS) {
+                    Some("interface") => "did you mean [interface]? ".to_string(),
+                    Some(s) => format!("did you mean [[{s}]]? "),
+                    None => String::new(),
+                };
+                report.error(
+                    &key_span,
+                    other,
+                    format!("unknown {shown}"),
+                    format!("{hint}the file may only have [interface], [[peer]], [[forward]] and [[expose]]"),
+                );
+            }
+        }
+    }
+    Some(raw)
+}
+
+/// A hint for the common syntax slips: a key given twice, or a string value left unquoted.
+fn syntax_fix(text: &str, message: &str, span: &Span) -> String {
+    if message.starts_with("duplicate key") {
+        return "each key and table may appear only once; remove or rename one of them".to_string();
+    }
+    let line = text
+        .get(..span.start.min(text.len()))
+        .and_then(|before| text.lines().nth(before.matches('\n').count()))
+        .unwrap_or("");
+    let value = line.split_once('=').map_or("", |(_, v)| v.trim());
+    let looks_like_number_or_bool = value.parse::<i64>().is_ok()
+        || value.parse::<f64>().is_ok()
+        || value == "true"
+        || value == "false";
+    let bare =
+        !value.contains('"') && value.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '[');
+    if bare && !looks_like_number_or_bool {
+        "put string values in double quotes, e.g. to = \"10.77.0.2:80\"".to_string()
+    } else {
+        "correct the TOML syntax at this position (see https://toml.io)".to_string()
+    }
+}
+
+fn span_of(span: Option<Span>, fallback: &Span) -> Span {
+    span.unwrap_or_else(|| fallback.clone())
+}
+
+fn read_interface(item: &Item, key_span: &Span, report: &mut Report<'_>) -> Option<RawInterface> {
+    let Some(table) = item.as_table_like() else {
+        let fix = if matches!(item, Item::ArrayOfTables(_)) {
+            "write [interface] (there is exactly one), not [[interface]]"
+        } else {
+            "write a table: [interface] on its own line, then its keys"
+        };
+        report.error(key_span, "interface", "must be a single table", fix);
+        return None;
+    };
+    let span = span_of(item.span(), key_span);
+    let f = Fields::new(
+        table,
+        "interface",
+        "[interface]",
+        INTERFACE_KEYS,
+        &span,
+        report,
+    );
+    Some(RawInterface {
+        private_key: f.string("private_key", report),
+        private_key_file: f.string("private_key_file", report),
+        listen_port: f.integer("listen_port", report),
+        address: f.string_list("address", report),
+        mtu: f.integer("mtu", report),
+        span,
+    })
+}
+
+/// The tables of `[[name]]` (or `name = [{..}, {..}]`), each with its span.
+fn array_of_tables<'a>(
+    item: &'a Item,
+    name: &str,
+    key_span: &Span,
+    report: &mut Report<'_>,
+) -> Vec<(&'a dyn TableLike, Span)> {
+    let mut out: Vec<(&'a dyn TableLike, Span)> = Vec::new();
+    match item {
+        Item::ArrayOfTables(aot) => {
+            for t in aot.iter() {
+                out.push((t, span_of(t.span(), key_span)));
+            }
+        }
+        Item::Value(Value::Array(arr)) => {
+            for v in arr.iter() {
+                let span = span_of(v.span(), key_span);
+                match v {
+                    Value::InlineTable(t) => out.push((t, span)),
+                    _ => report.error(
+                        &span,
+                        name,
+                        format!("expected a table, found {}", value_kind(v)),
+                        format!("write each entry as [[{name}]] followed by its keys"),
+                    ),
+                }
+            }
+        }
+        _ => report.error(
+            key_span,
+            name,
+            format!("must be an array of tables, found {}", item_kind(item)),
+            format!("write [[{name}]] (double brackets), once per {name}"),
+        ),
+    }
+    out
+}
+
+fn read_peer(table: &dyn TableLike, span: Span, index: usize, report: &mut Report<'_>) -> RawPeer {
+    let path = format!("peer[{index}]");
+    let f = Fields::new(table, &path, "[[peer]]", PEER_KEYS, &span, report);
+    RawPeer {
+        name: f.string("name", report),
+        public_key: f.string("public_key", report),
+        preshared_key: f.string("preshared_key", report),
+        allowed_ips: f.string_list("allowed_ips", report),
+        endpoint: f.string("endpoint", report),
+        persistent_keepalive: f.integer("persistent_keepalive", report),
+        span,
+    }
+}
+
+fn read_service(
+    table: &dyn TableLike,
+    span: Span,
+    path: &str,
+    kind: &str,
+    report: &mut Report<'_>,
+) -> RawService {
+    let f = Fields::new(
+        table,
+        path,
+        &format!("[[{kind}]]"),
+        SERVICE_KEYS,
+        &span,
+        report,
+    );
+    RawService {
+        name: f.string("name", report),
+        protocol: f.string("protocol", report),
+        listen: f.string("listen", report),
+        to: f.string("to", report),
+        connect_timeout: f.duration("connect_timeout", report),
+        idle_timeout: f.duration("idle_timeout", report),
+        max_connections: f.integer("max_connections", report),
+        span,
+    }
+}
+
+/// The keys of one table, after unknown ones were reported.
+struct Fields<'a> {
+    table: &'a dyn TableLike,
+    path: String,
+    fallback: Span,
+}
+
+impl<'a> Fields<'a> {
+    fn new(
+        table: &'a dyn TableLike,
+        path: &str,
+        shown: &str,
+        allowed: &[&str],
+        fallback: &Span,
+        report: &mut Report<'_>,
+    ) -> Self {
+        for (name, _) in table.iter() {
+            if allowed.contains(&name) {
+                continue;
+            }
+            let span = span_of(table.key(name).and_then(|k| k.span()), fallback);
+            let hint =
+                suggest(name, allowed).map_or(String::new(), |s| format!("did you mean `{s}`? "));
+            report.error(
+                &span,
+                &format!("{path}.{name}"),
+                format!("unknown key `{name}` in {shown}"),
+                format!("{hint}valid keys in {shown} are: {}", allowed.join(", ")),
+            );
+        }
+        Fields {
+            table,
+            path: path.to_string(),
+            fallback: fallback.clone(),
+        }
+    }
+
+    fn value(&self, key: &str) -> Option<(&'a Item, Span)> {
+        let item = self.table.get(key)?;
+        let key_span = span_of(self.table.key(key).and_then(|k| k.span()), &self.fallback);
+        Some((item, span_of(item.span(), &key_span)))
+    }
+
+    fn wrong_type(
+        &self,
+        report: &mut Report<'_>,
+        key: &str,
+        span: &Span,
+        item: &Item,
+        want: &str,
+        example: &str,
+    ) {
+        report.error(
+            span,
+            &format!("{}.{key}", self.path),
+            format!("expected {want}, found {}", item_kind(item)),
+            format!("write {key} = {example}"),
+        );
+    }
+
+    fn string(&self, key: &str, report: &mut Report<'_>) -> Field<String> {
+        let Some((item, span)) = self.value(key) else {
+            return Field::Missing;
+        };
+        match item {
+            Item::Value(Value::String(s)) => Field::Ok(Sp {
+                value: s.value().clone(),
+                span,
+            }),
+            _ => {
+                self.wrong_type(
+                    report,
+                    key,
+                    &span,
+                    item,
+                    "a string",
+                    "\"...\" (in double quotes)",
+                );
+                Field::Bad
+            }
+        }
+    }
+
+    fn integer(&self, key: &str, report: &mut Report<'_>) -> Field<i64> {
+        let Some((item, span)) = self.value(key) else {
+            return Field::Missing;
+        };
+        match item {
+            Item::Value(Value::Integer(n)) => Field::Ok(Sp {
+                value: *n.value(),
+                span,
+            }),
+            _ => {
+                self.wrong_type(
+                    report,
+                    key,
+                    &span,
+                    item,
+                    "an integer",
+                    "a number without quotes",
+                );
+                Field::Bad
+            }
+        }
+    }
+
+    fn duration(&self, key: &str, report: &mut Report<'_>) -> Field<RawDuration> {
+        let Some((item, span)) = self.value(key) else {
+            return Field::Missing;
+        };
+        match item {
+            Item::Value(Value::Integer(n)) => Field::Ok(Sp {
+                value: RawDuration::Secs(*n.value()),
+                span,
+            }),
+            Item::Value(Value::String(s)) => Field::Ok(Sp {
+                value: RawDuration::Text(s.value().clone()),
+                span,
+            }),
+            _ => {
+                self.wrong_type(
+                    report,
+                    key,
+                    &span,
+                    item,
+                    "a duration",
+                    "\"10s\" (or \"500ms\", \"5m\", \"1h\")",
+                );
+                Field::Bad
+            }
+        }
+    }
+
+    /// An array of strings; a single string is taken as a one-element list.
+    fn string_list(&self, key: &str, report: &mut Report<'_>) -> Field<Vec<Sp<String>>> {
+        let Some((item, span)) = self.value(key) else {
+            return Field::Missing;
+        };
+        match item {
+            Item::Value(Value::String(s)) => Field::Ok(Sp {
+                value: vec![Sp {
+                    value: s.value().clone(),
+                    span: span.clone(),
+                }],
+                span,
+            }),
+            Item::Value(Value::Array(arr)) => {
+                let mut out = Vec::new();
+                let mut bad = false;
+                for v in arr.iter() {
+                    let vspan = span_of(v.span(), &span);
+                    match v {
+                        Value::String(s) => out.push(Sp {
+                            value: s.value().clone(),
+                            span: vspan,
+                        }),
+                        _ => {
+                            bad = true;
+                            report.error(
+                                &vspan,
+                                &format!("{}.{key}", self.path),
+                                format!("expected a string, found {}", value_kind(v)),
+                                format!("write {key} = [\"...\", \"...\"] with each entry in double quotes"),
+                            );
+                        }
+                    }
+                }
+                if bad {
+                    Field::Bad
+                } else {
+                    Field::Ok(Sp { value: out, span })
+                }
+            }
+            _ => {
+                self.wrong_type(
+                    report,
+                    key,
+                    &span,
+                    item,
+                    "an array of strings",
+                    "[\"...\", \"...\"]",
+                );
+                Field::Bad
+            }
+        }
+    }
+}
+
+fn item_kind(item: &Item) -> &'static str {
+    match item {
+        Item::None => "nothing",
+        Item::Value(v) => value_kind(v),
+        Item::Table(_) => "a table",
+        Item::ArrayOfTables(_) => "an array of tables",
+    }
+}
+
+fn value_kind(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "a string",
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Boolean(_) => "a boolean",
+        Value::Datetime(_) => "a date-time",
+        Value::Array(_) => "an array",
+        Value::InlineTable(_) => "a table",
+    }
+}
+
+/// The valid name closest to a misspelt one: the same ignoring case, `_` and `-` (wg-quick's
+/// `AllowedIPs` is our `allowed_ips`), or within two edits.
+pub(crate) fn suggest<'v>(name: &str, valid: &[&'v str]) -> Option<&'v str> {
+    let norm = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let n = norm(name);
+    valid
+        .iter()
+        .map(|v| (edit_distance(&n, &norm(v)), *v))
+        .filter(|(d, v)| *d <= 2 && *d < v.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().take(64).collect();
+    let b: Vec<char> = b.chars().take(64).collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let subst = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_near_names() {
+        assert_eq!(suggest("peers", TOP_KEYS), Some("peer"));
+        assert_eq!(suggest("interfaces", TOP_KEYS), Some("interface"));
+        assert_eq!(suggest("Peer", TOP_KEYS), Some("peer"));
+        assert_eq!(suggest("AllowedIPs", PEER_KEYS), Some("allowed_ips"));
+        assert_eq!(suggest("allowed_ip", PEER_KEYS), Some("allowed_ips"));
+        assert_eq!(
+            suggest("PersistentKeepalive", PEER_KEYS),
+            Some("persistent_keepalive")
+        );
+        assert_eq!(suggest("banana", PEER_KEYS), None);
+    }
+}
