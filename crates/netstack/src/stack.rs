@@ -1,0 +1,391 @@
+//! `Stack`: the sans-IO core. IP packets in (`handle_inbound`), IP packets out
+//! (`poll_outbound`), time passed in (`poll(now)`, `poll_at(now)`), and one future (`wait`)
+//! that resolves when a stream, listener or connect asked something of the stack.
+//!
+//! One driver task owns the `Stack` (and the WireGuard engine) and calls it in a loop; no
+//! lock is taken anywhere. Work per `poll` is bounded by [`MAX_POLL_ROUNDS`].
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smoltcp::iface::{
+    Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
+};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpCidr};
+use tokio::sync::mpsc;
+
+use crate::config::{StackConfig, COMMAND_CAPACITY, EPHEMERAL_PORTS, LINGER, MAX_POLL_ROUNDS};
+use crate::conn::{Conn, Step};
+use crate::device::VecDevice;
+use crate::listener::Listening;
+use crate::overlay::{Command, Overlay};
+use crate::packet::parse_syn;
+use crate::shared::{HandleId, WakeQueue};
+
+/// Room in the wake queue beyond one slot per socket: listeners and handles racing their
+/// own removal.
+const WAKE_SLACK: usize = 256;
+
+/// The userspace TCP/IP stack: smoltcp on an in-memory device, plus the bookkeeping that
+/// connects its sockets to [`crate::OverlayStream`]s. Created by [`crate::new`].
+pub struct Stack {
+    pub(crate) iface: Interface,
+    device: VecDevice,
+    pub(crate) sockets: SocketSet<'static>,
+    socket_count: usize,
+    config: StackConfig,
+    epoch: Instant,
+    /// The `now` of the current (or last) `poll`.
+    pub(crate) now: Instant,
+    pub(crate) conns: HashMap<HandleId, Conn>,
+    pub(crate) listeners: HashMap<HandleId, Listening>,
+    pub(crate) listen_addrs: HashMap<SocketAddr, HandleId>,
+    /// Accepted connections by (local, remote), so retransmitted SYNs add no socket.
+    pub(crate) by_tuple: HashMap<(SocketAddr, SocketAddr), HandleId>,
+    used_ports: HashSet<u16>,
+    next_port: u16,
+    /// Orphaned connections and when to reset them if they have not closed.
+    lingering: Vec<(Instant, HandleId)>,
+    /// Handles to service on the next round.
+    ready: Vec<HandleId>,
+    pub(crate) wake: Arc<WakeQueue>,
+    wake_rx: mpsc::Receiver<HandleId>,
+    commands: mpsc::Receiver<Command>,
+    pending_command: Option<Command>,
+    next_poll: Option<Instant>,
+    at_limit: bool,
+}
+
+/// Creates a stack for `config` and the [`Overlay`] handle that opens and accepts
+/// connections on it. Out-of-range values are clamped (see [`StackConfig::validate`]).
+pub fn new(config: StackConfig) -> (Stack, Overlay) {
+    Stack::new(config)
+}
+
+impl Stack {
+    /// Same as [`crate::new`].
+    pub fn new(config: StackConfig) -> (Stack, Overlay) {
+        let config = config.sanitized();
+        let epoch = Instant::now();
+        let mut device = VecDevice::new(config.mtu);
+        let mut iface_config = Config::new(HardwareAddress::Ip);
+        iface_config.random_seed = random_u64();
+        let mut iface = Interface::new(iface_config, &mut device, smoltcp::time::Instant::ZERO);
+        iface.update_ip_addrs(|addrs| {
+            for &(addr, prefix) in &config.addresses {
+                let _ = addrs.push(IpCidr::new(addr.into(), prefix));
+            }
+        });
+        // Any destination is reachable: the WireGuard engine routes by allowed IPs. With
+        // `Medium::Ip` the gateway is never used as a next hop; it only has to exist.
+        for &(addr, _) in &config.addresses {
+            let _ = match addr {
+                IpAddr::V4(v4) if iface.routes().get_default_ipv4_route().is_none() => {
+                    iface.routes_mut().add_default_ipv4_route(v4).map(drop)
+                }
+                IpAddr::V6(v6) if iface.routes().get_default_ipv6_route().is_none() => {
+                    iface.routes_mut().add_default_ipv6_route(v6).map(drop)
+                }
+                _ => Ok(()),
+            };
+        }
+        let (wake, wake_rx) = WakeQueue::new(config.max_connections + WAKE_SLACK);
+        let (commands_tx, commands) = mpsc::channel(COMMAND_CAPACITY);
+        let overlay = Overlay::new(commands_tx, Arc::clone(&wake));
+        let span = EPHEMERAL_PORTS.1 - EPHEMERAL_PORTS.0;
+        let next_port = EPHEMERAL_PORTS.0 + (random_u64() % u64::from(span)) as u16;
+        let stack = Stack {
+            iface,
+            device,
+            sockets: SocketSet::new(Vec::new()),
+            socket_count: 0,
+            config,
+            epoch,
+            now: epoch,
+            conns: HashMap::new(),
+            listeners: HashMap::new(),
+            listen_addrs: HashMap::new(),
+            by_tuple: HashMap::new(),
+            used_ports: HashSet::new(),
+            next_port,
+            lingering: Vec::new(),
+            ready: Vec::new(),
+            wake,
+            wake_rx,
+            commands,
+            pending_command: None,
+            next_poll: None,
+            at_limit: false,
+        };
+        (stack, overlay)
+    }
+
+    /// Queues an IP packet that arrived through the tunnel; the next `poll` processes it.
+    /// Any bytes are accepted: malformed packets are dropped by the parsers, never panic.
+    pub fn handle_inbound(&mut self, ip_packet: &[u8]) {
+        if ip_packet.is_empty() {
+            return;
+        }
+        if !self.device.push_inbound(ip_packet) {
+            tracing::trace!(
+                dropped = self.device.dropped_inbound(),
+                "inbound queue full"
+            );
+        }
+    }
+
+    /// Runs the stack: requests from handles, queued inbound packets, timers, data between
+    /// sockets and streams, and packets to send. Call it after `handle_inbound`, when
+    /// `wait` resolved, and at `poll_at`.
+    pub fn poll(&mut self, now: Instant) {
+        self.now = now;
+        let timestamp = self.timestamp(now);
+        self.take_commands();
+        self.take_wakes();
+        for _ in 0..MAX_POLL_ROUNDS {
+            self.service_ready();
+            self.iface.poll_maintenance(timestamp);
+            self.ingress(timestamp);
+            while self
+                .iface
+                .poll_egress(timestamp, &mut self.device, &mut self.sockets)
+                == PollResult::SocketStateChanged
+            {}
+            self.expire_lingering(now);
+            self.take_wakes();
+            if self.ready.is_empty() {
+                break;
+            }
+        }
+        self.next_poll = self
+            .iface
+            .poll_at(timestamp, &self.sockets)
+            .map(|at| self.epoch + Duration::from_micros(at.total_micros().max(0) as u64));
+    }
+
+    /// The next IP packet to send into the tunnel. Drain it after every `poll`.
+    pub fn poll_outbound(&mut self) -> Option<Vec<u8>> {
+        self.device.pop_outbound()
+    }
+
+    /// When `poll` must run next for TCP timers (retransmits, delayed ACKs, keep-alives,
+    /// lingering closes); `None` means only input can create work. Returns `now` when work
+    /// is already waiting.
+    pub fn poll_at(&self, now: Instant) -> Option<Instant> {
+        if !self.ready.is_empty() || self.pending_command.is_some() || self.device.has_inbound() {
+            return Some(now);
+        }
+        let linger = self.lingering.iter().map(|&(deadline, _)| deadline).min();
+        match (self.next_poll, linger) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Resolves when a stream, listener or pending connect needs the stack; then call
+    /// `poll`. Cancel-safe: nothing is lost when the future is dropped (e.g. in `select!`).
+    pub async fn wait(&mut self) {
+        if !self.ready.is_empty() || self.pending_command.is_some() {
+            return;
+        }
+        tokio::select! {
+            Some(id) = self.wake_rx.recv() => self.ready.push(id),
+            Some(command) = self.commands.recv() => self.pending_command = Some(command),
+            () = self.wake.notify.notified() => {}
+        }
+    }
+
+    /// TCP sockets currently allocated (connections, embryonic accepts, closing ones).
+    /// Returns to 0 once every stream is dropped and closed: a leak check.
+    pub fn socket_count(&self) -> usize {
+        self.socket_count
+    }
+
+    /// Connections with a stream (or a pending connect) that the stack still tracks.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub(crate) fn has_socket_room(&mut self) -> bool {
+        let room = self.socket_count < self.config.max_connections;
+        if room == self.at_limit {
+            self.at_limit = !room;
+            tracing::debug!(
+                limit = self.config.max_connections,
+                at_limit = self.at_limit,
+                "overlay connection limit"
+            );
+        }
+        room
+    }
+
+    pub(crate) fn new_tcp_socket(&self) -> tcp::Socket<'static> {
+        let rx = tcp::SocketBuffer::new(vec![0; self.config.tcp_rx_buffer]);
+        let tx = tcp::SocketBuffer::new(vec![0; self.config.tcp_tx_buffer]);
+        tcp::Socket::new(rx, tx)
+    }
+
+    pub(crate) fn add_socket(&mut self, socket: tcp::Socket<'static>) -> SocketHandle {
+        self.socket_count += 1;
+        self.sockets.add(socket)
+    }
+
+    pub(crate) fn remove_socket(&mut self, handle: SocketHandle) {
+        self.socket_count -= 1;
+        self.sockets.remove(handle);
+    }
+
+    pub(crate) fn allocate_port(&mut self) -> Option<u16> {
+        let (first, last) = EPHEMERAL_PORTS;
+        for _ in first..=last {
+            let port = self.next_port;
+            self.next_port = if port >= last { first } else { port + 1 };
+            if self.used_ports.insert(port) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn release_port(&mut self, port: u16) {
+        self.used_ports.remove(&port);
+    }
+
+    /// Acts on what servicing a connection decided.
+    pub(crate) fn apply(&mut self, id: HandleId, step: Step) {
+        match step {
+            Step::Keep => {}
+            Step::Orphaned => self.lingering.push((self.now + LINGER, id)),
+            Step::Remove(reason) => self.remove_conn(id, reason),
+        }
+    }
+
+    fn remove_conn(&mut self, id: HandleId, reason: &'static str) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        conn.shared.retire();
+        self.remove_socket(conn.handle);
+        self.by_tuple.remove(&(conn.local, conn.remote));
+        if let Some(port) = conn.ephemeral_port {
+            self.release_port(port);
+        }
+        self.lingering.retain(|&(_, lingering)| lingering != id);
+        tracing::debug!(local = %conn.local, remote = %conn.remote, reason, "overlay connection closed");
+    }
+
+    fn timestamp(&self, now: Instant) -> smoltcp::time::Instant {
+        let micros = now.saturating_duration_since(self.epoch).as_micros();
+        smoltcp::time::Instant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
+    }
+
+    fn take_commands(&mut self) {
+        if let Some(command) = self.pending_command.take() {
+            self.handle_command(command);
+        }
+        for _ in 0..COMMAND_CAPACITY {
+            let Ok(command) = self.commands.try_recv() else {
+                break;
+            };
+            self.handle_command(command);
+        }
+    }
+
+    fn take_wakes(&mut self) {
+        while let Ok(id) = self.wake_rx.try_recv() {
+            self.ready.push(id);
+        }
+        if self.wake.take_overflow() {
+            self.ready
+                .extend(self.conns.keys().chain(self.listeners.keys()).copied());
+        }
+    }
+
+    fn service_ready(&mut self) {
+        let mut ready = std::mem::take(&mut self.ready);
+        for id in ready.drain(..) {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.shared.clear_queued();
+                let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+                let step = conn.service(socket, self.now);
+                self.apply(id, step);
+            } else if self.listeners.contains_key(&id) {
+                self.service_listener(id);
+            }
+        }
+        if self.ready.is_empty() {
+            self.ready = ready;
+        }
+    }
+
+    /// Feeds queued packets to smoltcp one at a time, so a SYN for a listener finds exactly
+    /// the listening socket prepared for it.
+    fn ingress(&mut self, timestamp: smoltcp::time::Instant) {
+        while let Some(packet) = self.device.peek_inbound() {
+            let prepared = parse_syn(packet).and_then(|syn| self.prepare_accept(syn));
+            let result =
+                self.iface
+                    .poll_ingress_single(timestamp, &mut self.device, &mut self.sockets);
+            if let Some((listener, handle)) = prepared {
+                self.finish_accept(listener, handle);
+            }
+            if result == PollIngressSingleResult::None {
+                break;
+            }
+        }
+    }
+
+    fn expire_lingering(&mut self, now: Instant) {
+        if !self.lingering.iter().any(|&(deadline, _)| deadline <= now) {
+            return;
+        }
+        let (expired, waiting) = self
+            .lingering
+            .drain(..)
+            .partition(|&(deadline, _)| deadline <= now);
+        self.lingering = waiting;
+        for (_, id) in expired {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+            let step = conn.expire(socket, now);
+            self.apply(id, step);
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for conn in self.conns.values_mut() {
+            conn.fail();
+        }
+    }
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("addresses", &self.config.addresses)
+            .field("sockets", &self.socket_count)
+            .field("connections", &self.conns.len())
+            .field("listeners", &self.listeners.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A seed that differs per call and per process (smoltcp's ISNs, first ephemeral port),
+/// without a dependency: std's `RandomState` is randomly keyed.
+fn random_u64() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}

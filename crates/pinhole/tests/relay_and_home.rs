@@ -1,0 +1,258 @@
+//! A relay and a home peer in one process, on loopback, no root: the whole
+//! path of forwarded connections through a real WireGuard tunnel.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use pinhole_config::keys::PrivateKey;
+use pinhole_config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+/// Every wait in these tests ends by this deadline, so a bug fails the test
+/// instead of hanging CI.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Tunnel {
+    /// The relay's public forward port.
+    public: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Tunnel {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let ended = tokio::time::timeout(DEADLINE, t).await.expect("peer did not stop");
+            ended.expect("peer task panicked").expect("peer failed");
+        }
+    }
+}
+
+/// Starts a relay forwarding a public port to the home's overlay port 80,
+/// and a home peer exposing that port to `service`.
+async fn start_tunnel(service: SocketAddr) -> Tunnel {
+    let relay_key = PrivateKey::generate();
+    let home_key = PrivateKey::generate();
+    let relay_udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let relay_port = relay_udp.local_addr().unwrap().port();
+
+    let relay_toml = format!(
+        r#"
+[interface]
+private_key = "{}"
+address = ["10.77.0.1/24"]
+
+[[peer]]
+name = "home"
+public_key = "{}"
+allowed_ips = ["10.77.0.2/32"]
+
+[[forward]]
+name = "web"
+listen = "127.0.0.1:0"
+to = "10.77.0.2:80"
+"#,
+        relay_key.to_base64(),
+        home_key.public_key()
+    );
+    let home_toml = format!(
+        r#"
+[interface]
+private_key = "{}"
+address = ["10.77.0.2/24"]
+
+[[peer]]
+name = "relay"
+public_key = "{}"
+allowed_ips = ["10.77.0.1/32"]
+endpoint = "127.0.0.1:{relay_port}"
+persistent_keepalive = 25
+
+[[expose]]
+name = "web"
+listen = "10.77.0.2:80"
+to = "{service}"
+"#,
+        home_key.to_base64(),
+        relay_key.public_key()
+    );
+    let relay = Config::parse(&relay_toml, Path::new("relay.toml")).expect("relay config").config;
+    let home = Config::parse(&home_toml, Path::new("home.toml")).expect("home config").config;
+
+    let public_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = public_listener.local_addr().unwrap();
+    let relay_sockets = pinhole::Sockets { udp: relay_udp, forwards: vec![public_listener] };
+    let home_sockets = pinhole::Sockets {
+        udp: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        forwards: vec![],
+    };
+    let shutdown = CancellationToken::new();
+    let tasks = vec![
+        tokio::spawn(pinhole::run(relay, relay_sockets, shutdown.clone())),
+        tokio::spawn(pinhole::run(home, home_sockets, shutdown.clone())),
+    ];
+    Tunnel { public, shutdown, tasks }
+}
+
+/// A service that echoes every byte back and closes its write side when the
+/// client has closed its own: the shape of any request/response protocol.
+async fn echo_service() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.split();
+                if tokio::io::copy(&mut r, &mut w).await.is_ok() {
+                    let _ = w.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `data` through the tunnel, half-closes, and returns what came back.
+async fn round_trip(public: SocketAddr, data: Vec<u8>) -> Vec<u8> {
+    let conn = TcpStream::connect(public).await.expect("connect to the relay's public port");
+    let (mut r, mut w) = conn.into_split();
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.expect("write through the tunnel");
+        w.shutdown().await.expect("half-close");
+    });
+    let mut back = Vec::new();
+    r.read_to_end(&mut back).await.expect("read through the tunnel");
+    writer.await.unwrap();
+    back
+}
+
+/// Deterministic, incompressible-looking test data.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Waits until the first request gets through: the handshake has happened.
+async fn wait_until_serving(public: SocketAddr) {
+    let started = tokio::time::Instant::now();
+    loop {
+        let probe = tokio::time::timeout(Duration::from_secs(5), round_trip(public, b"ping".to_vec())).await;
+        if matches!(probe, Ok(ref b) if b == b"ping") {
+            return;
+        }
+        assert!(started.elapsed() < DEADLINE, "the tunnel never carried a request");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_mebibytes_cross_intact_in_both_directions() {
+    let service = echo_service().await;
+    let tunnel = start_tunnel(service).await;
+    wait_until_serving(tunnel.public).await;
+
+    let data = pattern(10 << 20, 7);
+    let back = tokio::time::timeout(DEADLINE, round_trip(tunnel.public, data.clone()))
+        .await
+        .expect("10 MiB round trip timed out");
+    assert_eq!(back.len(), data.len(), "byte count differs");
+    assert!(back == data, "bytes differ after the round trip");
+    tunnel.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_connections_each_get_their_own_reply() {
+    let service = echo_service().await;
+    let tunnel = start_tunnel(service).await;
+    wait_until_serving(tunnel.public).await;
+
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..50u32 {
+        let public = tunnel.public;
+        clients.spawn(async move {
+            let data = pattern(64 << 10, i + 1);
+            let back = round_trip(public, data.clone()).await;
+            (i, back == data)
+        });
+    }
+    let all = tokio::time::timeout(DEADLINE, async {
+        let mut ok = 0;
+        while let Some(done) = clients.join_next().await {
+            let (i, same) = done.unwrap();
+            assert!(same, "connection {i} got someone else's bytes or a short reply");
+            ok += 1;
+        }
+        ok
+    })
+    .await
+    .expect("50 connections did not finish");
+    assert_eq!(all, 50);
+    tunnel.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_still_receives_the_whole_reply() {
+    // A service that answers only after the request is complete (EOF), like
+    // `nc -N` or an HTTP/1.0 client that shuts down its write side.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service = listener.local_addr().unwrap();
+    let reply = pattern(1 << 20, 3);
+    let expected = reply.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                if conn.read_to_end(&mut request).await.is_ok() && request == b"GET /" {
+                    let _ = conn.write_all(&reply).await;
+                }
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    let tunnel = start_tunnel(service).await;
+
+    let started = tokio::time::Instant::now();
+    let got = loop {
+        let got = tokio::time::timeout(Duration::from_secs(5), round_trip(tunnel.public, b"GET /".to_vec())).await;
+        if let Ok(got) = got {
+            if !got.is_empty() {
+                break got;
+            }
+        }
+        assert!(started.elapsed() < DEADLINE, "no reply through the tunnel");
+    };
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "reply corrupted");
+    tunnel.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_backend_closes_the_public_connection_promptly() {
+    // Nothing listens on this port: bind, learn the port, close.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let live = echo_service().await;
+    // Serving works (proved with a live backend first), then a dead one.
+    let tunnel = start_tunnel(live).await;
+    wait_until_serving(tunnel.public).await;
+    tunnel.stop().await;
+
+    let tunnel = start_tunnel(dead).await;
+    let mut conn = TcpStream::connect(tunnel.public).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(DEADLINE, conn.read(&mut buf)).await.expect("public connection left hanging");
+    assert!(matches!(read, Ok(0) | Err(_)), "expected EOF or reset, got {read:?}");
+    tunnel.stop().await;
+}
