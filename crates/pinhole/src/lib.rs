@@ -1,0 +1,14 @@
+//! Pinhole: an encrypted, WireGuard-compatible overlay that forwards ports.
+//!
+//! The data path of one forwarded TCP connection, crate by crate:
+//! `pinhole-forward` accepts it on a real socket and dials the overlay;
+//! `pinhole-netstack` turns that stream into IP packets; `pinhole-wg` encrypts
+//! them for the peer that owns the destination; [`node`] moves the datagrams
+//! over UDP. The far side runs the same path backwards, and an `[[expose]]`
+//! there splices the stream to the real service.
+
+pub mod node;
+mod overlay;
+mod peer;
+
+pub use peer::{run, Sockets};
