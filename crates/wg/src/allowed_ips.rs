@@ -72,6 +72,24 @@ impl<T: Copy> AllowedIps<T> {
     }
 }
 
+impl<T: Copy> AllowedIps<T> {
+    /// The same prefixes with every value mapped through `f`.
+    pub(crate) fn map<U: Copy>(&self, f: impl Fn(T) -> U) -> AllowedIps<U> {
+        AllowedIps {
+            v4: self
+                .v4
+                .iter()
+                .map(|(len, m)| (*len, m.iter().map(|(k, v)| (*k, f(*v))).collect()))
+                .collect(),
+            v6: self
+                .v6
+                .iter()
+                .map(|(len, m)| (*len, m.iter().map(|(k, v)| (*k, f(*v))).collect()))
+                .collect(),
+        }
+    }
+}
+
 fn insert_into<K: std::hash::Hash + Eq, T: Copy>(
     levels: &mut Vec<(u8, HashMap<K, T>)>,
     prefix: u8,

@@ -7,25 +7,34 @@
 //! receiver index for everything else); let the peer's `Tunn` authenticate
 //! and decrypt; check the inner source against that peer's allowed IPs.
 //! Only after all of that does the peer's endpoint move (roaming).
+//! Handshake messages also pass a token bucket per source IP before any
+//! Diffie-Hellman, and initiations a per-peer cap before the `Tunn` sees them.
+//!
+//! Peers live in slots: a slot number is the upper 24 bits of every session
+//! index boringtun hands out for that peer, so it never changes while the
+//! peer lives, and a removed peer's slot is not reused for [`QUARANTINE`].
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
-use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::noise::{Packet, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
-use crate::allowed_ips::{AllowedIps, InsertError};
+use crate::allowed_ips::AllowedIps;
 use crate::icmp::{self, PROBE_ICMP_ID};
 use crate::ip::{self, PROTO_ICMP, PROTO_ICMPV6};
-use crate::peer::{probe_target, Liveness, LivenessAction, Peer};
+use crate::limiter::SourceLimiter;
+use crate::peer::{Liveness, LivenessAction, Peer};
 use crate::pool::{BufPool, MAX_BUFFER};
-use crate::{DropCounters, PeerId, PeerStats, Transmit, WgConfig, WgError};
+use crate::route::{self, Route};
+use crate::{DropCounters, PeerId, PeerStats, Transmit};
 
+mod reload;
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +65,10 @@ const MAX_QUEUE: usize = 4096;
 const MAX_FLUSH: usize = 1024;
 /// The first byte of a cookie reply (message type 3, little-endian).
 const COOKIE_REPLY_TYPE: u8 = 3;
+/// How long a removed peer's slot stays unused: boringtun erases all keys
+/// 3 × REJECT_AFTER_TIME after the last handshake, so by then no live session
+/// anywhere can still carry the slot in its index.
+pub(crate) const QUARANTINE: Duration = Duration::from_secs(540);
 
 /// A multi-peer WireGuard interface without I/O; see the crate docs for the
 /// driver loop.
@@ -64,9 +77,20 @@ pub struct Wg {
     static_public: PublicKey,
     /// One limiter for all peers: load is a property of the socket, not of a peer.
     rate_limiter: Arc<RateLimiter>,
-    peers: Vec<Peer>,
+    /// Per-source token buckets for handshakes that passed the limiter above.
+    sources: SourceLimiter,
+    /// Peers by slot; `None` for free or quarantined slots.
+    slots: Vec<Option<Peer>>,
+    /// Slot of each [`PeerId`] (the config order).
+    order: Vec<usize>,
+    /// Freed slots, oldest first, with when they were freed.
+    retired: VecDeque<(usize, Instant)>,
+    /// Public key to slot.
     by_key: HashMap<[u8; 32], usize>,
+    /// Allowed IPs to slot.
     routes: AllowedIps<usize>,
+    own_addresses: Vec<IpAddr>,
+    route_between_peers: bool,
     scratch: Vec<u8>,
     out: Outbox,
     next_tick: Instant,
@@ -77,7 +101,7 @@ impl std::fmt::Debug for Wg {
     // Hand-written: the keys stay out of logs, the counters go in.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Wg")
-            .field("peers", &self.peers.len())
+            .field("peers", &self.order.len())
             .field("next_tick", &self.next_tick)
             .field("drops", &self.out.drops)
             .finish_non_exhaustive()
@@ -137,99 +161,6 @@ impl Outbox {
 }
 
 impl Wg {
-    /// Builds the engine; refuses keys that would make the interface insecure
-    /// or ambiguous (low-order, duplicate, our own) and unroutable prefixes.
-    pub fn new(config: WgConfig, now: Instant) -> Result<Wg, WgError> {
-        if config.peers.len() >= MAX_PEERS {
-            return Err(WgError::TooManyPeers {
-                count: config.peers.len(),
-            });
-        }
-        let static_private = StaticSecret::from(config.private_key);
-        let static_public = PublicKey::from(&static_private);
-        let rate_limiter = Arc::new(RateLimiter::new(&static_public, 2 * HANDSHAKE_RATE_LIMIT));
-        let mut peers = Vec::with_capacity(config.peers.len());
-        let mut by_key = HashMap::with_capacity(config.peers.len());
-        let mut routes = AllowedIps::default();
-
-        for (i, pc) in config.peers.iter().enumerate() {
-            if pc.public_key == *static_public.as_bytes() {
-                return Err(WgError::OwnKey { peer: i });
-            }
-            let peer_public = PublicKey::from(pc.public_key);
-            if !static_private
-                .diffie_hellman(&peer_public)
-                .was_contributory()
-            {
-                return Err(WgError::LowOrderKey { peer: i });
-            }
-            if let Some(&first) = by_key.get(&pc.public_key) {
-                return Err(WgError::DuplicatePeerKey { first, second: i });
-            }
-            by_key.insert(pc.public_key, i);
-            for &(addr, prefix) in &pc.allowed_ips {
-                routes.insert(addr, prefix, i).map_err(|e| match e {
-                    InsertError::InvalidPrefix => WgError::InvalidPrefix {
-                        peer: i,
-                        addr,
-                        prefix,
-                    },
-                    InsertError::Exists(other) => WgError::DuplicateAllowedIp {
-                        peer: i,
-                        other,
-                        addr,
-                        prefix,
-                    },
-                })?;
-            }
-            let keepalive = pc.persistent_keepalive.filter(|&k| k > 0);
-            // Checked against MAX_PEERS above.
-            let index = u32::try_from(i).map_err(|_| WgError::TooManyPeers {
-                count: config.peers.len(),
-            })?;
-            let tunn = Tunn::new(
-                static_private.clone(),
-                peer_public,
-                pc.preshared_key,
-                keepalive,
-                index,
-                Some(Arc::clone(&rate_limiter)),
-            );
-            let dialing = pc.endpoint.is_some() && keepalive.is_some();
-            let liveness = dialing.then(|| {
-                let target = probe_target(&config.own_addresses, &pc.allowed_ips);
-                if target.is_none() {
-                    tracing::debug!(
-                        peer = i,
-                        "no own address of the peer's family: the liveness probe is a handshake"
-                    );
-                }
-                Liveness::new(target, now)
-            });
-            peers.push(Peer {
-                tunn,
-                endpoint: pc.endpoint,
-                configured_endpoint: pc.endpoint,
-                persistent_keepalive: keepalive,
-                liveness,
-                initial_handshake_pending: dialing,
-            });
-        }
-
-        Ok(Wg {
-            static_private,
-            static_public,
-            rate_limiter,
-            peers,
-            by_key,
-            routes,
-            scratch: vec![0u8; SCRATCH_LEN],
-            out: Outbox::default(),
-            next_tick: now,
-            last_limiter_reset: now,
-        })
-    }
-
     /// Takes one UDP datagram received from `from`. Whatever it provokes is
     /// queued for [`Wg::poll_transmit`] and [`Wg::poll_inbound`]; nothing is
     /// ever queued in answer to an unauthenticated datagram, except a cookie
@@ -268,27 +199,29 @@ impl Wg {
             }
         };
         let is_cookie_reply = matches!(packet, Packet::PacketCookieReply(_));
-        let is_handshake = matches!(
-            packet,
-            Packet::HandshakeInit(_) | Packet::HandshakeResponse(_)
-        );
-        let peer_index = |receiver_idx: u32| {
-            let i = (receiver_idx >> 8) as usize;
-            (i < self.peers.len()).then_some(i)
-        };
+        let is_init = matches!(packet, Packet::HandshakeInit(_));
+        let is_handshake = is_init || matches!(packet, Packet::HandshakeResponse(_));
+        // Both handshake messages cost a Diffie-Hellman; mac1 (and mac2 when
+        // under load) passed, so the source is worth a token.
+        if is_handshake && !self.sources.allow(from.ip(), now) {
+            self.out.drops.handshake_source_limited += 1;
+            tracing::trace!(%from, "handshake over the per-source rate");
+            return;
+        }
         let found = match &packet {
             Packet::HandshakeInit(init) => {
+                self.out.drops.handshake_dh_attempts += 1;
                 parse_handshake_anon(&self.static_private, &self.static_public, init)
                     .ok()
                     .and_then(|half| self.by_key.get(&half.peer_static_public).copied())
                     .ok_or(Miss::UnknownPeer)
             }
-            Packet::HandshakeResponse(p) => peer_index(p.receiver_idx).ok_or(Miss::UnknownIndex),
-            Packet::PacketCookieReply(p) => peer_index(p.receiver_idx).ok_or(Miss::UnknownIndex),
-            Packet::PacketData(p) => peer_index(p.receiver_idx).ok_or(Miss::UnknownIndex),
+            Packet::HandshakeResponse(p) => self.slot_of(p.receiver_idx),
+            Packet::PacketCookieReply(p) => self.slot_of(p.receiver_idx),
+            Packet::PacketData(p) => self.slot_of(p.receiver_idx),
         };
-        let idx = match found {
-            Ok(idx) => idx,
+        let slot = match found {
+            Ok(slot) => slot,
             Err(miss) => {
                 match miss {
                     Miss::UnknownPeer => self.out.drops.unknown_peer += 1,
@@ -298,9 +231,17 @@ impl Wg {
                 return;
             }
         };
-
-        let peer = &mut self.peers[idx];
+        let Some(Some(peer)) = self.slots.get_mut(slot) else {
+            return; // by_key and slot_of only name live slots
+        };
+        if is_init && peer.initiation_too_soon(now) {
+            self.out.drops.handshake_peer_limited += 1;
+            tracing::trace!(%from, peer = peer.id.0, "initiations faster than 50/s");
+            return;
+        }
+        let id = peer.id.0;
         let mut flush = false;
+        let mut forward = None;
         let authenticated =
             match peer
                 .tunn
@@ -308,7 +249,7 @@ impl Wg {
             {
                 TunnResult::Done => !is_cookie_reply,
                 TunnResult::Err(e) => {
-                    tracing::trace!(%from, peer = idx, error = ?e, "datagram refused");
+                    tracing::trace!(%from, peer = id, error = ?e, "datagram refused");
                     self.out.count(&e);
                     false
                 }
@@ -324,13 +265,15 @@ impl Wg {
                     true
                 }
                 TunnResult::WriteToTunnelV4(packet, _) | TunnResult::WriteToTunnelV6(packet, _) => {
-                    accept_inbound(
-                        &mut self.out,
-                        &self.routes,
-                        idx,
-                        peer.liveness.as_ref(),
-                        packet,
-                    );
+                    let inbound = Inbound {
+                        routes: &self.routes,
+                        own: &self.own_addresses,
+                        between_peers: self.route_between_peers,
+                        sender: slot,
+                        id,
+                        liveness: peer.liveness.as_ref(),
+                    };
+                    forward = inbound.accept(&mut self.out, packet);
                     true
                 }
             };
@@ -338,11 +281,15 @@ impl Wg {
             return;
         }
         if peer.endpoint != Some(from) {
-            tracing::debug!(peer = idx, from = ?peer.endpoint, to = %from, "peer endpoint moved");
+            tracing::debug!(peer = id, from = ?peer.endpoint, to = %from, "peer endpoint moved");
             peer.endpoint = Some(from);
         }
         if is_handshake {
-            tracing::debug!(peer = idx, %from, "handshake message accepted");
+            tracing::debug!(peer = id, %from, "handshake message accepted");
+            peer.last_handshake = Some(SystemTime::now());
+        }
+        if is_init {
+            peer.last_initiation = Some(now);
         }
         if let Some(liveness) = &mut peer.liveness {
             liveness.on_authenticated(now);
@@ -355,6 +302,11 @@ impl Wg {
                 }
             }
         }
+        if let Some((to, packet)) = forward {
+            self.out.drops.routed += 1;
+            self.encapsulate_to(to, &packet);
+            self.out.pool.put(packet);
+        }
     }
 
     /// Takes one IP packet from the stack and encrypts it to the peer whose
@@ -366,17 +318,23 @@ impl Wg {
             self.out.drops.malformed += 1;
             return;
         };
-        let Some(idx) = self.routes.lookup(header.dst) else {
+        let Some(slot) = self.routes.lookup(header.dst) else {
             self.out.drops.no_route += 1;
             tracing::trace!(dst = %header.dst, "no peer routes this destination");
             return;
         };
-        let peer = &mut self.peers[idx];
+        self.encapsulate_to(slot, &ip_packet[..header.total_len]);
+    }
+
+    /// Encrypts `packet` to the peer in `slot` and queues the datagram.
+    fn encapsulate_to(&mut self, slot: usize, packet: &[u8]) {
+        let Some(Some(peer)) = self.slots.get_mut(slot) else {
+            return;
+        };
         if peer.endpoint.is_none() {
             self.out.drops.no_endpoint += 1;
             return;
         }
-        let packet = &ip_packet[..header.total_len];
         match peer.tunn.encapsulate(packet, &mut self.scratch) {
             TunnResult::WriteToNetwork(datagram) => self.out.transmit_to(peer.endpoint, datagram),
             TunnResult::Err(e) => self.out.count(&e),
@@ -385,32 +343,43 @@ impl Wg {
         }
     }
 
-    /// Runs timers: boringtun's per-peer timers (rekey, keepalive, handshake
-    /// retries), the rate limiter's reset, and the liveness probes. Cheap to
-    /// call early: it does nothing before [`Wg::poll_timeout`].
+    /// The live slot a receiver index names.
+    fn slot_of(&self, receiver_idx: u32) -> Result<usize, Miss> {
+        let slot = (receiver_idx >> 8) as usize;
+        match self.slots.get(slot) {
+            Some(Some(_)) => Ok(slot),
+            _ => Err(Miss::UnknownIndex),
+        }
+    }
+
+    /// Runs timers: boringtun's per-peer timers (rekey, handshake retries),
+    /// persistent keepalives, the rate limiters' upkeep, and the liveness
+    /// probes. Cheap to call early: it does nothing before [`Wg::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
         if now < self.next_tick {
             return;
         }
         // From now, not from the missed deadline: a late driver gets no burst.
         self.next_tick = now
-            + if self.peers.is_empty() {
+            + if self.order.is_empty() {
                 IDLE_TICK
             } else {
                 TICK
             };
         if now.saturating_duration_since(self.last_limiter_reset) >= RATE_LIMITER_PERIOD {
             self.rate_limiter.reset_count();
+            self.sources.sweep(now);
             self.last_limiter_reset = now;
         }
-        for (idx, peer) in self.peers.iter_mut().enumerate() {
+        for peer in self.slots.iter_mut().flatten() {
+            let id = peer.id.0;
             match peer.tunn.update_timers(&mut self.scratch) {
                 TunnResult::WriteToNetwork(datagram) => {
                     self.out.transmit_to(peer.endpoint, datagram)
                 }
                 // Expired: boringtun gave up handshaking; normal for an absent peer.
                 TunnResult::Err(WireGuardError::ConnectionExpired) => {}
-                TunnResult::Err(e) => tracing::debug!(peer = idx, error = ?e, "timer error"),
+                TunnResult::Err(e) => tracing::debug!(peer = id, error = ?e, "timer error"),
                 _ => {}
             }
             if std::mem::take(&mut peer.initial_handshake_pending) {
@@ -419,6 +388,14 @@ impl Wg {
                     .format_handshake_initiation(&mut self.scratch, false)
                 {
                     self.out.transmit_to(peer.endpoint, init);
+                }
+            }
+            if peer.keepalive_due(now) {
+                // An empty packet; without a session it starts a handshake.
+                if let TunnResult::WriteToNetwork(keepalive) =
+                    peer.tunn.encapsulate(&[], &mut self.scratch)
+                {
+                    self.out.transmit_to(peer.endpoint, keepalive);
                 }
             }
             let action = match &mut peer.liveness {
@@ -433,7 +410,7 @@ impl Wg {
                         .is_some()
                     {
                         self.out.drops.probes_sent += 1;
-                        tracing::trace!(peer = idx, dst = %target.dst, seq, "liveness probe");
+                        tracing::trace!(peer = id, dst = %target.dst, seq, "liveness probe");
                         match peer.tunn.encapsulate(&probe, &mut self.scratch) {
                             TunnResult::WriteToNetwork(datagram) => {
                                 self.out.transmit_to(peer.endpoint, datagram)
@@ -446,7 +423,7 @@ impl Wg {
                 }
                 LivenessAction::ForceHandshake => {
                     self.out.drops.forced_handshakes += 1;
-                    tracing::debug!(peer = idx, endpoint = ?peer.configured_endpoint, "peer silent after a probe: new handshake");
+                    tracing::debug!(peer = id, endpoint = ?peer.configured_endpoint, "peer silent after a probe: new handshake");
                     peer.endpoint = peer.configured_endpoint;
                     if let TunnResult::WriteToNetwork(init) = peer
                         .tunn
@@ -459,8 +436,8 @@ impl Wg {
         }
     }
 
-    /// When [`Wg::handle_timeout`] must next run: at once after `new` (dialing
-    /// peers start their handshake on the first tick), then 250 ms after each
+    /// When [`Wg::handle_timeout`] must next run: at once after `new` or
+    /// `update` (dialing peers start their handshake on the first tick), then 250 ms after each
     /// tick while any peer exists (1 s with none).
     pub fn poll_timeout(&self) -> Instant {
         self.next_tick
@@ -477,28 +454,45 @@ impl Wg {
         self.out.inbound.pop_front()
     }
 
-    /// Status of one peer, for `pinhole status`.
+    /// Status of one peer, for `pinhole status`. `last_handshake` is wall-clock
+    /// time, `None` until the first handshake completes, and kept after the
+    /// session expires.
     ///
     /// # Panics
-    /// If `peer` is not an index into the configured peers (a caller bug).
+    /// If `peer` is not below [`Wg::peer_count`] (a caller bug).
     pub fn peer_stats(&self, peer: PeerId) -> PeerStats {
-        let p = &self.peers[peer.0];
-        let (since_handshake, tx_bytes, rx_bytes, _loss, _rtt) = p.tunn.stats();
-        PeerStats {
-            endpoint: p.endpoint,
-            last_handshake: since_handshake.and_then(|d| SystemTime::now().checked_sub(d)),
-            rx_bytes: rx_bytes as u64,
-            tx_bytes: tx_bytes as u64,
-            persistent_keepalive: p.persistent_keepalive,
+        self.peer(peer).stats()
+    }
+
+    /// Every peer in config order, with its public key and status: what
+    /// `pinhole status` and `wg show` print.
+    pub fn peers(&self) -> impl Iterator<Item = (PeerId, [u8; 32], PeerStats)> + '_ {
+        (0..self.order.len()).map(|i| {
+            let p = self.peer(PeerId(i));
+            (PeerId(i), p.public_key, p.stats())
+        })
+    }
+
+    /// The current id of the peer with this public key (ids follow the order
+    /// of the last config given; see [`PeerId`]).
+    pub fn peer_id(&self, public_key: &[u8; 32]) -> Option<PeerId> {
+        let slot = *self.by_key.get(public_key)?;
+        self.slots.get(slot)?.as_ref().map(|p| p.id)
+    }
+
+    fn peer(&self, id: PeerId) -> &Peer {
+        match self.slots.get(self.order[id.0]) {
+            Some(Some(p)) => p,
+            _ => unreachable!("order names only live slots"),
         }
     }
 
     /// How many peers the engine has (valid [`PeerId`]s are below this).
     pub fn peer_count(&self) -> usize {
-        self.peers.len()
+        self.order.len()
     }
 
-    /// What was dropped, per reason, since start.
+    /// What was dropped, per reason, since start (reloads keep counting).
     pub fn drops(&self) -> &DropCounters {
         &self.out.drops
     }
@@ -517,31 +511,65 @@ enum Miss {
     UnknownIndex,
 }
 
-/// Cryptokey routing on the way in: passes a decrypted packet on only if its
-/// source belongs to the peer that sent it; absorbs replies to our probes.
-fn accept_inbound(
-    out: &mut Outbox,
-    routes: &AllowedIps<usize>,
-    idx: usize,
-    liveness: Option<&Liveness>,
-    packet: &[u8],
-) {
-    let Some(header) = ip::parse(packet) else {
-        out.drops.malformed += 1;
-        return;
-    };
-    if routes.lookup(header.src) != Some(idx) {
-        out.drops.not_allowed_source += 1;
-        tracing::trace!(peer = idx, src = %header.src, "inner source outside the peer's allowed ips");
-        return;
-    }
-    if let Some(liveness) = liveness {
-        if matches!(header.protocol, PROTO_ICMP | PROTO_ICMPV6)
-            && icmp::parse_echo(packet).is_some_and(|echo| liveness.is_probe_reply(&echo))
-        {
-            out.drops.probe_replies += 1;
-            return;
+/// What the way in needs to know about the sender and the routing table.
+struct Inbound<'a> {
+    routes: &'a AllowedIps<usize>,
+    own: &'a [IpAddr],
+    between_peers: bool,
+    sender: usize,
+    id: usize,
+    liveness: Option<&'a Liveness>,
+}
+
+impl Inbound<'_> {
+    /// Cryptokey routing on the way in: passes a decrypted packet on only if
+    /// its source belongs to the peer that sent it; absorbs replies to our
+    /// probes; then delivers it to the stack, or returns it (a copy, TTL
+    /// decremented) with the slot of the peer to route it to.
+    fn accept(&self, out: &mut Outbox, packet: &[u8]) -> Option<(usize, Vec<u8>)> {
+        let Some(header) = ip::parse(packet) else {
+            out.drops.malformed += 1;
+            return None;
+        };
+        if self.routes.lookup(header.src) != Some(self.sender) {
+            out.drops.not_allowed_source += 1;
+            tracing::trace!(peer = self.id, src = %header.src, "inner source outside the peer's allowed ips");
+            return None;
         }
+        if let Some(liveness) = self.liveness {
+            if matches!(header.protocol, PROTO_ICMP | PROTO_ICMPV6)
+                && icmp::parse_echo(packet).is_some_and(|echo| liveness.is_probe_reply(&echo))
+            {
+                out.drops.probe_replies += 1;
+                return None;
+            }
+        }
+        let packet = &packet[..header.total_len];
+        match route::route(
+            &header,
+            self.sender,
+            self.own,
+            self.routes,
+            self.between_peers,
+        ) {
+            Route::Stack => out.deliver(packet),
+            Route::Disabled => {
+                out.drops.routing_disabled += 1;
+                tracing::trace!(peer = self.id, dst = %header.dst, "for another peer; route_between_peers is off");
+            }
+            Route::Loop => {
+                out.drops.routing_loop += 1;
+                tracing::trace!(peer = self.id, dst = %header.dst, "routes back to its sender");
+            }
+            Route::Peer(to) => {
+                let mut copy = out.pool.copy_of(packet);
+                if route::decrement_ttl(&mut copy, &header) {
+                    return Some((to, copy));
+                }
+                out.drops.ttl_exceeded += 1;
+                out.pool.put(copy);
+            }
+        }
+        None
     }
-    out.deliver(&packet[..header.total_len]);
 }

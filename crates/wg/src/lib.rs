@@ -12,15 +12,20 @@
 //! demultiplexing one socket to many peers, cryptokey routing both ways,
 //! roaming, a shared handshake rate limiter, a timer cadence, and Pinhole's
 //! own liveness probe ([`PROBE_IDLE`], [`PROBE_TIMEOUT`]) that brings a tunnel
-//! back within seconds after the far side restarts.
+//! back within seconds after the far side restarts. It also adds what no
+//! boringtun fork has: per-source and per-peer limits on handshakes that reach
+//! the Diffie-Hellman, routing between peers (a hub, off by default), and a
+//! live reconfiguration ([`Wg::update`]) that keeps unchanged peers' sessions.
 #![deny(missing_docs)]
 
 mod allowed_ips;
 mod engine;
 mod icmp;
 mod ip;
+mod limiter;
 mod peer;
 mod pool;
+mod route;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -73,6 +78,12 @@ pub struct WgConfig {
     pub own_addresses: Vec<IpAddr>,
     /// The peers; a peer's position here is its [`PeerId`].
     pub peers: Vec<PeerConfig>,
+    /// Act as a WireGuard hub: a decrypted packet whose destination is not one
+    /// of `own_addresses` but lies in another peer's allowed IPs is encrypted
+    /// again to that peer (TTL / hop limit decremented) instead of going to
+    /// the stack. Off: such packets are dropped and counted
+    /// ([`DropCounters::routing_disabled`]).
+    pub route_between_peers: bool,
 }
 
 impl fmt::Debug for WgConfig {
@@ -82,13 +93,17 @@ impl fmt::Debug for WgConfig {
             .field("private_key", &"<redacted>")
             .field("own_addresses", &self.own_addresses)
             .field("peers", &self.peers)
+            .field("route_between_peers", &self.route_between_peers)
             .finish()
     }
 }
 
-/// Names a peer by its index in [`WgConfig::peers`]; stable for the life of a
-/// [`Wg`], and also the upper 24 bits of every session index boringtun hands out
-/// for that peer, which is how data packets find their peer.
+/// Names a peer by its position in the [`WgConfig::peers`] the engine was last
+/// given ([`Wg::new`] or [`Wg::update`]). An update renumbers peers to their
+/// positions in the new config; map a public key to its current id with
+/// [`Wg::peer_id`]. (Internally each peer also has a slot that never changes
+/// while it lives: boringtun's session indexes carry it, so sessions survive
+/// renumbering.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub usize);
 
@@ -106,7 +121,9 @@ pub struct Transmit {
 pub struct PeerStats {
     /// Where we currently send to it (configured, or learned by roaming).
     pub endpoint: Option<SocketAddr>,
-    /// When the current session's handshake completed, if there is a session.
+    /// Wall-clock time of the last completed handshake (for seconds since the
+    /// epoch: `duration_since(UNIX_EPOCH)`); `None` before the first one, and
+    /// kept after the session expires, as `wg show` does.
     pub last_handshake: Option<SystemTime>,
     /// IP bytes received from it (decrypted).
     pub rx_bytes: u64,
@@ -114,6 +131,27 @@ pub struct PeerStats {
     pub tx_bytes: u64,
     /// The configured persistent keepalive interval, in seconds.
     pub persistent_keepalive: Option<u16>,
+    /// The configured allowed IPs (for `wg show`'s UAPI output).
+    pub allowed_ips: Vec<(IpAddr, u8)>,
+}
+
+/// What [`Wg::update`] did, for the reload log line. Ids are positions in the
+/// new config.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpdateReport {
+    /// Peers whose sessions, counters and learned endpoint were kept (their
+    /// allowed IPs, keepalive and configured endpoint may have changed).
+    pub kept: Vec<PeerId>,
+    /// Peers that were present before but start over without a session,
+    /// because their preshared key or our private key changed.
+    pub restarted: Vec<PeerId>,
+    /// Peers that are new.
+    pub added: Vec<PeerId>,
+    /// Public keys of the peers that are gone: their sessions are dropped and
+    /// their datagrams now count as unknown.
+    pub removed: Vec<[u8; 32]>,
+    /// Our private key changed: every session was dropped.
+    pub private_key_changed: bool,
 }
 
 /// Counters of everything the engine dropped, per reason, plus a few event
@@ -149,6 +187,20 @@ pub struct DropCounters {
     pub queue_full: u64,
     /// Anything else boringtun refused.
     pub other: u64,
+    /// Decrypted packets for another peer's allowed IPs while
+    /// `route_between_peers` is off.
+    pub routing_disabled: u64,
+    /// Decrypted packets (with `route_between_peers` on) whose destination
+    /// routes back to the peer that sent them.
+    pub routing_loop: u64,
+    /// Packets to route between peers whose TTL / hop limit was 1 or less.
+    pub ttl_exceeded: u64,
+    /// Handshake messages dropped by the per-source-IP token bucket (20/s,
+    /// burst 5, IPv6 per /64) before any Diffie-Hellman.
+    pub handshake_source_limited: u64,
+    /// Handshake initiations dropped because the same peer's previous one was
+    /// accepted less than 1/50 s ago (the kernel's INITIATIONS_PER_SECOND).
+    pub handshake_peer_limited: u64,
     /// Not a drop: cookie replies sent because handshakes arrive faster than
     /// the rate limit (WireGuard's DoS defence).
     pub cookie_replies_sent: u64,
@@ -158,9 +210,14 @@ pub struct DropCounters {
     pub probe_replies: u64,
     /// Not a drop: handshakes forced because a probe went unanswered.
     pub forced_handshakes: u64,
+    /// Not a drop: packets passed from one peer to another (hub routing).
+    pub routed: u64,
+    /// Not a drop: handshake initiations that reached the Diffie-Hellman that
+    /// identifies the sender (the expensive step the limits above protect).
+    pub handshake_dh_attempts: u64,
 }
 
-/// Why [`Wg::new`] refused a configuration.
+/// Why [`Wg::new`] or [`Wg::update`] refused a configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WgError {
     /// boringtun's session index keeps the peer in 24 bits.

@@ -10,12 +10,14 @@
 //! means the session is dead on the far side, so we handshake again.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use boringtun::noise::Tunn;
 
 use crate::allowed_ips::{mask_v4, mask_v6};
 use crate::icmp::{Echo, EchoKind, PROBE_ICMP_ID};
+use crate::limiter::MIN_INITIATION_INTERVAL;
+use crate::{PeerConfig, PeerId, PeerStats};
 
 /// How long the dialing side tolerates hearing nothing authenticated from a
 /// peer before it sends a liveness probe. 10 s matches WireGuard's
@@ -98,6 +100,11 @@ impl Liveness {
         }
     }
 
+    /// New addresses after a reload; the cycle itself carries on.
+    pub(crate) fn set_target(&mut self, target: Option<ProbeTarget>) {
+        self.target = target;
+    }
+
     /// Whether `echo` answers one of our probes (so it is not passed on).
     pub(crate) fn is_probe_reply(&self, echo: &Echo) -> bool {
         self.target.is_some_and(|t| {
@@ -112,17 +119,134 @@ impl Liveness {
 /// One configured peer.
 pub(crate) struct Peer {
     pub(crate) tunn: Tunn,
+    /// Its position in the current config (renumbered by reloads).
+    pub(crate) id: PeerId,
+    pub(crate) public_key: [u8; 32],
+    pub(crate) preshared_key: Option<[u8; 32]>,
+    pub(crate) allowed_ips: Vec<(IpAddr, u8)>,
     /// Where we send now: configured, then the source of the peer's last
     /// authenticated datagram.
     pub(crate) endpoint: Option<SocketAddr>,
     pub(crate) configured_endpoint: Option<SocketAddr>,
+    /// Ours, not the `Tunn`'s (which cannot change it after creation), so a
+    /// reload can change it without dropping the session.
     pub(crate) persistent_keepalive: Option<u16>,
+    pub(crate) next_keepalive: Option<Instant>,
     /// Present only on the dialing side (endpoint and keepalive configured).
     pub(crate) liveness: Option<Liveness>,
     /// The dialing side starts a handshake on the first tick instead of
     /// waiting for the first keepalive: service is up in one round trip after
     /// a (re)start.
     pub(crate) initial_handshake_pending: bool,
+    /// When its last initiation was accepted (the per-peer flood cap).
+    pub(crate) last_initiation: Option<Instant>,
+    /// Wall-clock time of the last completed handshake, kept after the
+    /// session expires (as `wg show` does).
+    pub(crate) last_handshake: Option<SystemTime>,
+}
+
+impl Peer {
+    pub(crate) fn new(
+        tunn: Tunn,
+        id: PeerId,
+        pc: &PeerConfig,
+        own: &[IpAddr],
+        now: Instant,
+    ) -> Peer {
+        let mut peer = Peer {
+            tunn,
+            id,
+            public_key: pc.public_key,
+            preshared_key: pc.preshared_key,
+            allowed_ips: Vec::new(),
+            endpoint: pc.endpoint,
+            configured_endpoint: pc.endpoint,
+            persistent_keepalive: None,
+            next_keepalive: None,
+            liveness: None,
+            initial_handshake_pending: false,
+            last_initiation: None,
+            last_handshake: None,
+        };
+        peer.reconfigure(id, pc, own, now);
+        peer
+    }
+
+    /// Applies a (re)loaded config to a peer with the same keys: allowed IPs,
+    /// keepalive, endpoint and probe change; the session stays.
+    pub(crate) fn reconfigure(
+        &mut self,
+        id: PeerId,
+        pc: &PeerConfig,
+        own: &[IpAddr],
+        now: Instant,
+    ) {
+        debug_assert_eq!(self.public_key, pc.public_key);
+        self.id = id;
+        self.allowed_ips.clone_from(&pc.allowed_ips);
+        let keepalive = pc.persistent_keepalive.filter(|&k| k > 0);
+        if keepalive != self.persistent_keepalive {
+            self.persistent_keepalive = keepalive;
+            self.next_keepalive = keepalive.map(|k| now + Duration::from_secs(k.into()));
+        }
+        if pc.endpoint != self.configured_endpoint {
+            self.configured_endpoint = pc.endpoint;
+            // A newly configured endpoint is the operator's word; without one
+            // we keep what roaming taught us.
+            if pc.endpoint.is_some() {
+                self.endpoint = pc.endpoint;
+            }
+        }
+        let dialing = pc.endpoint.is_some() && keepalive.is_some();
+        if !dialing {
+            self.liveness = None;
+            self.initial_handshake_pending = false;
+            return;
+        }
+        let target = probe_target(own, &pc.allowed_ips);
+        if target.is_none() {
+            tracing::debug!(
+                peer = id.0,
+                "no own address of the peer's family: the liveness probe is a handshake"
+            );
+        }
+        match &mut self.liveness {
+            Some(liveness) => liveness.set_target(target),
+            None => {
+                self.liveness = Some(Liveness::new(target, now));
+                self.initial_handshake_pending = self.tunn.time_since_last_handshake().is_none();
+            }
+        }
+    }
+
+    /// Whether an initiation now would exceed the kernel's 50 per second.
+    pub(crate) fn initiation_too_soon(&self, now: Instant) -> bool {
+        self.last_initiation
+            .is_some_and(|t| now.saturating_duration_since(t) < MIN_INITIATION_INTERVAL)
+    }
+
+    /// Whether a persistent keepalive is due; if so, schedules the next one.
+    pub(crate) fn keepalive_due(&mut self, now: Instant) -> bool {
+        match (self.persistent_keepalive, self.next_keepalive) {
+            (Some(k), Some(at)) if now >= at => {
+                self.next_keepalive = Some(now + Duration::from_secs(k.into()));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn stats(&self) -> PeerStats {
+        let (_, tx_bytes, rx_bytes, _loss, _rtt) = self.tunn.stats();
+        PeerStats {
+            endpoint: self.endpoint,
+            last_handshake: self.last_handshake,
+            rx_bytes: rx_bytes as u64,
+            tx_bytes: tx_bytes as u64,
+            persistent_keepalive: self.persistent_keepalive,
+            allowed_ips: self.allowed_ips.clone(),
+        }
+    }
 }
 
 /// Picks the probe's addresses: IPv4 if we and the peer both have one, else

@@ -5,7 +5,10 @@
 //! quiet during these short tests).
 
 mod data;
+mod flood;
+mod hub;
 mod recovery;
+mod reload;
 mod silence;
 
 use std::net::{IpAddr, SocketAddr};
@@ -15,7 +18,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 
 use super::*;
 use crate::icmp::{self, EchoKind};
-use crate::{PeerConfig, WgConfig};
+use crate::{PeerConfig, WgConfig, WgError};
 
 /// Relay's and home's overlay and underlay addresses used throughout.
 pub(super) const RELAY_V4: &str = "10.77.0.1";
@@ -58,6 +61,7 @@ pub(super) fn relay_config() -> WgConfig {
             endpoint: None,
             persistent_keepalive: None,
         }],
+        route_between_peers: false,
     }
 }
 
@@ -73,6 +77,7 @@ pub(super) fn home_config() -> WgConfig {
             endpoint: Some(sa(RELAY_UDP)),
             persistent_keepalive: Some(25),
         }],
+        route_between_peers: false,
     }
 }
 

@@ -7,11 +7,11 @@ use blake2::{Blake2s256, Blake2sMac, Digest};
 
 use super::*;
 
-const ATTACKER: &str = "203.0.113.9:6666";
+pub(super) const ATTACKER: &str = "203.0.113.9:6666";
 
 /// Fills in a valid mac1 for `responder`, as any sender that knows the
 /// responder's public key can: well-shaped but forged.
-fn with_mac1(mut msg: Vec<u8>, responder: [u8; 32]) -> Vec<u8> {
+pub(super) fn with_mac1(mut msg: Vec<u8>, responder: [u8; 32]) -> Vec<u8> {
     let key: [u8; 32] = Blake2s256::new()
         .chain_update(b"mac1----")
         .chain_update(responder)
@@ -26,7 +26,7 @@ fn with_mac1(mut msg: Vec<u8>, responder: [u8; 32]) -> Vec<u8> {
     msg
 }
 
-fn message(kind: u8, len: usize, rng: &mut Rng) -> Vec<u8> {
+pub(super) fn message(kind: u8, len: usize, rng: &mut Rng) -> Vec<u8> {
     let mut m = rng.bytes(len);
     m[..4].copy_from_slice(&[kind, 0, 0, 0]);
     m
@@ -34,7 +34,19 @@ fn message(kind: u8, len: usize, rng: &mut Rng) -> Vec<u8> {
 
 /// Feeds every datagram from the attacker and asserts nothing comes out.
 fn assert_silent(wg: &mut Wg, datagrams: &[Vec<u8>], now: Instant) {
+    assert_silent_paced(wg, datagrams, now, Duration::ZERO);
+}
+
+/// As [`assert_silent`], one datagram per `pace`, so a pace of 50 ms stays
+/// inside the per-source handshake rate; returns the time after the last.
+fn assert_silent_paced(
+    wg: &mut Wg,
+    datagrams: &[Vec<u8>],
+    mut now: Instant,
+    pace: Duration,
+) -> Instant {
     for d in datagrams {
+        now += pace;
         wg.handle_datagram(sa(ATTACKER), d, now);
         assert!(
             wg.poll_transmit().is_none(),
@@ -48,6 +60,7 @@ fn assert_silent(wg: &mut Wg, datagrams: &[Vec<u8>], now: Instant) {
             d.len()
         );
     }
+    now
 }
 
 /// Garbage of every length and shape, for a fresh relay and for one with a
@@ -143,6 +156,7 @@ fn truncated_forged_unknown_and_replayed_messages_get_no_answer() {
                 endpoint: Some(sa(RELAY_UDP)),
                 persistent_keepalive: Some(25),
             }],
+            route_between_peers: false,
         },
         now,
     )
@@ -150,12 +164,15 @@ fn truncated_forged_unknown_and_replayed_messages_get_no_answer() {
     stranger.handle_timeout(now);
     bad.push(stranger.poll_transmit().unwrap().payload);
 
-    assert_silent(relay, &bad, now);
+    // Paced at the per-source handshake rate, so every forgery gets as far
+    // as it can (the rate limit itself is tested in `flood`).
+    let now = assert_silent_paced(relay, &bad, now, Duration::from_millis(50));
     let d = relay.drops().clone();
     assert!(
         d.unknown_peer >= 61 && d.bad_mac >= 30 && d.unknown_index >= 30,
         "{d:?}"
     );
+    assert_eq!(d.handshake_source_limited, 0, "{d:?}");
     assert!(d.no_session + d.unauthenticated >= 30, "{d:?}");
     assert_eq!(
         relay.peer_stats(PeerId(0)).endpoint,
@@ -169,7 +186,7 @@ fn truncated_forged_unknown_and_replayed_messages_get_no_answer() {
         relay.poll_transmit().is_some(),
         "the real initiation is answered"
     );
-    relay.handle_datagram(sa(ATTACKER), &init, now);
+    relay.handle_datagram(sa(ATTACKER), &init, now + Duration::from_secs(1));
     assert!(
         relay.poll_transmit().is_none(),
         "a replayed initiation is not"
