@@ -2,10 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::{duration, Config};
+use crate::{duration, Access, Config, ExposeTarget, Protocol, Rate};
 
-/// Renders `config` as aligned text; private and preshared keys never appear (only whether a
-/// preshared key is set).
+/// Renders `config` as aligned text; private and preshared keys and SOCKS passwords never
+/// appear (only whether a preshared key is set, and the SOCKS username).
 pub(crate) fn describe(config: &Config) -> String {
     let mut s = String::new();
     let i = &config.interface;
@@ -20,6 +20,20 @@ pub(crate) fn describe(config: &Config) -> String {
     );
     let _ = writeln!(s, "  addresses      {}", addresses.join(", "));
     let _ = writeln!(s, "  mtu            {}", i.mtu);
+    let _ = writeln!(
+        s,
+        "  peer routing   {}",
+        if i.route_between_peers { "on" } else { "off" }
+    );
+    if let Some(p) = &i.control_socket {
+        let _ = writeln!(s, "  control socket {}", p.display());
+    }
+    if let Some(p) = &i.uapi_socket {
+        let _ = writeln!(s, "  uapi socket    {}", p.display());
+    }
+    if let Some(m) = &config.metrics {
+        let _ = writeln!(s, "  metrics        {}", m.listen);
+    }
     for p in &config.peers {
         let allowed: Vec<String> = p.allowed_ips.iter().map(ToString::to_string).collect();
         let _ = writeln!(s, "peer {}", p.name);
@@ -61,33 +75,103 @@ pub(crate) fn describe(config: &Config) -> String {
     }
     for f in &config.forwards {
         let peer = config.peers.get(f.peer).map_or("?", |p| p.name.as_str());
+        let mut limits = limits(
+            f.protocol,
+            f.connect_timeout,
+            f.idle_timeout,
+            f.max_connections,
+            f.max_sessions,
+            f.rate_limit,
+        );
+        if let Some(v) = f.proxy_protocol {
+            limits.push_str(&format!(", proxy protocol {v}"));
+        }
+        if f.accept_proxy_protocol {
+            limits.push_str(", reads proxy protocol");
+        }
         let _ = writeln!(
             s,
-            "  {:<width$}  {} {} -> {} via peer {peer}  (connect {}, idle {}, max {})",
+            "  {:<width$}  {} {} -> {} via peer {peer}  ({limits})",
             f.name,
             f.protocol,
-            f.listen,
-            f.to,
-            duration::format(f.connect_timeout),
-            duration::format(f.idle_timeout),
-            f.max_connections,
+            f.show_listen(),
+            f.show_to(),
         );
+        access(&mut s, width, &f.access);
     }
     if !config.exposes.is_empty() {
         let _ = writeln!(s, "exposes");
     }
     for e in &config.exposes {
+        let limits = limits(
+            e.protocol,
+            e.connect_timeout,
+            e.idle_timeout,
+            e.max_connections,
+            e.max_sessions,
+            e.rate_limit,
+        );
         let _ = writeln!(
             s,
-            "  {:<width$}  {} {} -> {}  (connect {}, idle {}, max {})",
+            "  {:<width$}  {} {} -> {}  ({limits})",
             e.name,
             e.protocol,
-            e.listen,
-            e.to,
-            duration::format(e.connect_timeout),
-            duration::format(e.idle_timeout),
-            e.max_connections,
+            e.show_listen(),
+            e.show_to(),
         );
+        access(&mut s, width, &e.access);
+        if let ExposeTarget::Socks(socks) = &e.to {
+            let auth = socks
+                .auth
+                .as_ref()
+                .map_or_else(|| "none".to_string(), |a| format!("user {:?}", a.username));
+            let _ = writeln!(s, "  {:<width$}  socks login {auth}", "");
+            list(
+                &mut s,
+                width,
+                "allow destinations",
+                &socks.allow_destinations,
+            );
+            list(&mut s, width, "deny destinations", &socks.deny_destinations);
+        }
     }
     s
+}
+
+/// The parenthesised limits: what applies to the protocol, and nothing that does not.
+fn limits(
+    protocol: Protocol,
+    connect: std::time::Duration,
+    idle: std::time::Duration,
+    max_connections: usize,
+    max_sessions: usize,
+    rate: Option<Rate>,
+) -> String {
+    let mut out = match protocol {
+        Protocol::Tcp => format!(
+            "connect {}, idle {}, max {max_connections}",
+            duration::format(connect),
+            duration::format(idle)
+        ),
+        Protocol::Udp => format!(
+            "idle {}, max {max_sessions} sessions",
+            duration::format(idle)
+        ),
+    };
+    if let Some(r) = rate {
+        out.push_str(&format!(", rate {r} per client"));
+    }
+    out
+}
+
+fn access(s: &mut String, width: usize, a: &Access) {
+    list(s, width, "allow from", &a.allow);
+    list(s, width, "deny from", &a.deny);
+}
+
+fn list<T: std::fmt::Display>(s: &mut String, width: usize, label: &str, items: &[T]) {
+    if !items.is_empty() {
+        let items: Vec<String> = items.iter().map(ToString::to_string).collect();
+        let _ = writeln!(s, "  {:<width$}  {label} {}", "", items.join(", "));
+    }
 }

@@ -227,11 +227,11 @@ fn golden_unknown_keys_and_tables() {
         "[interfaces]",
         &[
             "relay.toml:1:1: interface: missing [interface] table; fix: add [interface] with private_key (or private_key_file) and address",
-            "relay.toml:2:2: interfaces: unknown table [interfaces]; fix: did you mean [interface]? the file may only have [interface], [[peer]], [[forward]] and [[expose]]",
+            "relay.toml:2:2: interfaces: unknown table [interfaces]; fix: did you mean [interface]? the file may only have [interface], [[peer]], [[forward]], [[expose]] and [metrics]",
         ],
     );
     let got = errors(&edit("[[peer]]\nname", "[[peers]]\nname"));
-    assert_eq!(got[0], "relay.toml:8:3: peers: unknown table [[peers]]; fix: did you mean [[peer]]? the file may only have [interface], [[peer]], [[forward]] and [[expose]]");
+    assert_eq!(got[0], "relay.toml:8:3: peers: unknown table [[peers]]; fix: did you mean [[peer]]? the file may only have [interface], [[peer]], [[forward]], [[expose]] and [metrics]");
     check(
         "persistent_keepalive = 25",
         "persistent_keepalive = 25\nAllowedIPs = \"10.1.0.0/16\"",
@@ -240,12 +240,22 @@ fn golden_unknown_keys_and_tables() {
     check(
         "mtu = 1400",
         "mtu = 1400\ntable = 1",
-        &["relay.toml:7:1: interface.table: unknown key `table` in [interface]; fix: valid keys in [interface] are: private_key, private_key_file, listen_port, address, mtu"],
+        &["relay.toml:7:1: interface.table: unknown key `table` in [interface]; fix: valid keys in [interface] are: private_key, private_key_file, listen_port, address, mtu, route_between_peers, control_socket, uapi_socket"],
     );
     check(
         "max_connections = 8",
-        "max_connections = 8\nproxy_protocol = \"v2\"",
-        &["relay.toml:33:1: forward[1].proxy_protocol: unknown key `proxy_protocol` in [[forward]]; fix: valid keys in [[forward]] are: name, protocol, listen, to, connect_timeout, idle_timeout, max_connections"],
+        "max_connections = 8\nproxy_protcol = \"v2\"",
+        &["relay.toml:33:1: forward[1].proxy_protcol: unknown key `proxy_protcol` in [[forward]]; fix: did you mean `proxy_protocol`? valid keys in [[forward]] are: name, protocol, listen, to, connect_timeout, idle_timeout, max_connections, max_sessions, allow, deny, rate_limit, proxy_protocol, accept_proxy_protocol"],
+    );
+    check(
+        "max_connections = 8",
+        "max_connections = 8\nusername = \"alice\"",
+        &["relay.toml:33:1: forward[1].username: unknown key `username` in [[forward]]; fix: it belongs to an [[expose]] with to = \"socks\" (a SOCKS exit); valid keys in [[forward]] are: name, protocol, listen, to, connect_timeout, idle_timeout, max_connections, max_sessions, allow, deny, rate_limit, proxy_protocol, accept_proxy_protocol"],
+    );
+    check(
+        "to = \"localhost:1080\"",
+        "to = \"localhost:1080\"\nproxy_protocol = \"v1\"",
+        &["relay.toml:38:1: expose[0].proxy_protocol: unknown key `proxy_protocol` in [[expose]]; fix: it belongs to a TCP [[forward]] (the listener clients reach first); valid keys in [[expose]] are: name, protocol, listen, to, connect_timeout, idle_timeout, max_connections, max_sessions, allow, deny, rate_limit, username, password, allow_destinations, deny_destinations"],
     );
     check(
         "[[expose]]",
@@ -506,13 +516,8 @@ fn golden_services() {
     );
     check(
         "protocol = \"tcp\"",
-        "protocol = \"udp\"",
-        &["relay.toml:27:12: forward[1].protocol: udp is not supported yet; fix: use protocol = \"tcp\", or remove this entry until udp support lands"],
-    );
-    check(
-        "protocol = \"tcp\"",
         "protocol = \"sctp\"",
-        &["relay.toml:27:12: forward[1].protocol: unknown protocol \"sctp\"; fix: use protocol = \"tcp\""],
+        &["relay.toml:27:12: forward[1].protocol: unknown protocol \"sctp\"; fix: use protocol = \"tcp\" (the default) or \"udp\""],
     );
 }
 
@@ -522,7 +527,7 @@ fn every_problem_is_reported_at_once() {
         .replacen("mtu = 1400", "mtu = 1", 1)
         .replacen("name = \"home\"", "name = \"home\"\ncolour = \"red\"", 1)
         .replacen("to = \"10.77.0.2:80\"", "to = \"10.9.9.9:80\"", 1)
-        .replacen("protocol = \"tcp\"", "protocol = \"udp\"", 1)
+        .replacen("protocol = \"tcp\"", "protocol = \"sctp\"", 1)
         .replacen("to = \"localhost:1080\"", "to = \"localhost\"", 1);
     let got = errors(&text);
     let keys: Vec<&str> = got

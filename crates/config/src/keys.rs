@@ -112,6 +112,15 @@ impl Drop for PrivateKey {
     }
 }
 
+/// Compares the bytes in constant time, so a reload can tell whether the key changed.
+impl PartialEq for PrivateKey {
+    fn eq(&self, other: &Self) -> bool {
+        crate::policy::ct_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PrivateKey {}
+
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PrivateKey(<redacted>)")
@@ -199,6 +208,15 @@ impl Drop for PresharedKey {
         self.0.zeroize();
     }
 }
+
+/// Compares the bytes in constant time.
+impl PartialEq for PresharedKey {
+    fn eq(&self, other: &Self) -> bool {
+        crate::policy::ct_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PresharedKey {}
 
 impl fmt::Debug for PresharedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -323,6 +341,16 @@ mod tests {
         );
         let p = k.public_key();
         assert_eq!(format!("{p:?}"), format!("PublicKey({p})"));
+    }
+
+    #[test]
+    fn secrets_compare_by_bytes() {
+        let k = PrivateKey::generate();
+        assert_eq!(k, PrivateKey::from_bytes(*k.as_bytes()));
+        assert_ne!(k, PrivateKey::generate());
+        let psk = PresharedKey::generate();
+        assert_eq!(psk, PresharedKey::from_base64(&psk.to_base64()).unwrap());
+        assert_ne!(psk, PresharedKey::generate());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Loading from disk (key files, permissions, encodings) and robustness: no input, however
 //! mangled, makes loading panic.
 
+use crate::forwarding_tests::FULL;
 use crate::golden_tests::{parse, GOOD, OWN_PUBLIC, PRIVATE_LINE};
 use crate::{Config, ConfigError};
 
@@ -116,9 +117,41 @@ fn must_not_panic(text: &str) {
 
 #[test]
 fn mutated_configs_never_panic() {
-    for (i, _) in GOOD.char_indices() {
-        must_not_panic(&GOOD[..i]);
-        must_not_panic(&GOOD[i..]);
+    mutate(GOOD, 0x9E37_79B9_7F4A_7C15);
+}
+
+/// The same with every key of every kind of forwarding (UDP, ranges, SOCKS, PROXY protocol,
+/// access lists, rates, metrics, sockets).
+#[test]
+fn mutated_full_configs_never_panic() {
+    mutate(FULL, 0x2545_F491_4F6C_DD1D);
+    // Hand-picked edges of the new syntax.
+    for (from, to) in [
+        ("27015-27030\"", "65535-65535\""),
+        ("27015-27030\"", "1-\""),
+        ("27015-27030\"", "-\""),
+        ("27015-27030\"", "99999999999999999999-1\""),
+        ("27015-27030\"", "27015-99999999999999999999\""),
+        ("\"*:25\"", "\"[\""),
+        ("\"*:25\"", "\"[]:\""),
+        ("\"*:25\"", "\"*:-\""),
+        ("\"*:25\"", "\"[::/0]:0-0\""),
+        ("\"20/s\"", "\"/\""),
+        ("\"20/s\"", "\"4294967296/s\""),
+        ("\"alice\"", "\"é\""),
+        ("\"run/relay.sock\"", "\"\\u0000\""),
+        ("\"socks\"", "\"socks:1\""),
+        ("\"socks\"", "\"[::1]:1-2\""),
+    ] {
+        assert!(FULL.contains(from), "{from}");
+        must_not_panic(&FULL.replace(from, to));
+    }
+}
+
+fn mutate(good: &str, seed: u64) {
+    for (i, _) in good.char_indices() {
+        must_not_panic(&good[..i]);
+        must_not_panic(&good[i..]);
     }
     // Deep nesting is refused by the parser's depth limit, not by overflowing the stack.
     must_not_panic(&format!("a = {}", "[".repeat(100_000)));
@@ -127,9 +160,9 @@ fn mutated_configs_never_panic() {
         "{ a = ".repeat(10_000)
     ));
     let interesting = "[]{}=\"'\n#.:/,0-_x\\".as_bytes();
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut rng = XorShift(seed);
     for _ in 0..3000 {
-        let mut bytes = GOOD.as_bytes().to_vec();
+        let mut bytes = good.as_bytes().to_vec();
         for _ in 0..1 + rng.below(4) {
             let at = rng.below(bytes.len());
             match rng.below(4) {
@@ -150,8 +183,9 @@ fn mutated_configs_never_panic() {
     }
 }
 
-/// The examples in docs/config.md must be valid, and the printed `pinhole check` output
-/// must be what `describe` really prints.
+/// The examples in docs/config.md must be valid, each peer's keys must match the peers that
+/// name it, every `[[forward]]`/`[[expose]]`/`[metrics]` snippet must be valid, and the printed
+/// `pinhole check` outputs must be what `describe` really prints.
 #[test]
 fn docs_examples_are_valid() {
     let doc = include_str!("../../../docs/config.md");
@@ -159,23 +193,62 @@ fn docs_examples_are_valid() {
         .split("```toml\n")
         .skip(1)
         .filter_map(|b| b.split("```").next())
-        .filter(|b| b.starts_with("[interface]"))
         .collect();
-    assert_eq!(blocks.len(), 2, "relay and home examples");
-    let relay = parse(blocks[0]).unwrap().config;
-    let home = parse(blocks[1]).unwrap().config;
+    let configs: Vec<Config> = blocks
+        .iter()
+        .filter(|b| b.starts_with("[interface]"))
+        .map(|b| match parse(b) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}\nin\n{b}"),
+        })
+        .collect();
     assert_eq!(
-        relay.interface.private_key.public_key(),
-        home.peers[0].public_key
+        configs.len(),
+        5,
+        "relay and home, then relay, home and laptop"
+    );
+    // Every peer named in a config is the interface of another example, and names it back.
+    for (a, b) in [(0, 1), (1, 0), (2, 3), (3, 2), (2, 4), (4, 2)] {
+        let (a, b) = (&configs[a], &configs[b]);
+        let public = a.interface.private_key.public_key();
+        assert!(b.peers.iter().any(|p| p.public_key == public));
+    }
+    // Snippets: forwards (and metrics) go on a relay, exposes on a peer that owns the address.
+    let relay_base = format!(
+        "[interface]\n{PRIVATE_LINE}\naddress = [\"10.77.0.1/24\", \"fd77::1/64\"]\n\
+         [[peer]]\npublic_key = \"pMe7GSRZIfTPEhITGJtPve7EX0hebHAN/1nFnUcEqAU=\"\n\
+         allowed_ips = [\"10.77.0.2/32\", \"fd77::2/128\"]\n"
+    );
+    let expose_base =
+        format!("[interface]\n{PRIVATE_LINE}\naddress = [\"10.77.0.1/24\", \"10.77.0.2/24\"]\n");
+    let mut snippets = 0;
+    for b in &blocks {
+        let base = if b.starts_with("[[forward]]") || b.starts_with("[metrics]") {
+            &relay_base
+        } else if b.starts_with("[[expose]]") {
+            &expose_base
+        } else {
+            continue;
+        };
+        if let Err(e) = parse(&format!("{base}{b}")) {
+            panic!("{e}\nin\n{b}");
+        }
+        snippets += 1;
+    }
+    assert!(snippets >= 6, "{snippets}");
+    let printed = |marker: &str| {
+        doc.split(&format!("{marker}\n\n```text\n"))
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        configs[0].describe(),
+        printed("`pinhole check -c relay.toml` prints:")
     );
     assert_eq!(
-        home.interface.private_key.public_key(),
-        relay.peers[0].public_key
+        configs[2].describe(),
+        printed("`pinhole check -c relay.toml` for this relay prints:")
     );
-    let printed = doc
-        .split("`pinhole check -c relay.toml` prints:\n\n```text\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .unwrap();
-    assert_eq!(relay.describe(), printed);
 }

@@ -68,6 +68,16 @@ pub(crate) struct RawInterface {
     pub listen_port: Field<i64>,
     pub address: Field<Vec<Sp<String>>>,
     pub mtu: Field<i64>,
+    pub route_between_peers: Field<bool>,
+    pub control_socket: Field<String>,
+    pub uapi_socket: Field<String>,
+}
+
+/// `[metrics]` as written.
+#[derive(Debug)]
+pub(crate) struct RawMetrics {
+    pub span: Span,
+    pub listen: Field<String>,
 }
 
 /// One `[[peer]]` as written.
@@ -82,7 +92,8 @@ pub(crate) struct RawPeer {
     pub persistent_keepalive: Field<i64>,
 }
 
-/// One `[[forward]]` or `[[expose]]` as written: both have the same keys.
+/// One `[[forward]]` or `[[expose]]` as written. Keys of the other kind only (proxy keys on
+/// an expose, SOCKS keys on a forward) were refused while reading and stay `Missing`.
 #[derive(Debug)]
 pub(crate) struct RawService {
     pub span: Span,
@@ -93,6 +104,16 @@ pub(crate) struct RawService {
     pub connect_timeout: Field<RawDuration>,
     pub idle_timeout: Field<RawDuration>,
     pub max_connections: Field<i64>,
+    pub max_sessions: Field<i64>,
+    pub allow: Field<Vec<Sp<String>>>,
+    pub deny: Field<Vec<Sp<String>>>,
+    pub rate_limit: Field<String>,
+    pub proxy_protocol: Field<String>,
+    pub accept_proxy_protocol: Field<bool>,
+    pub username: Field<String>,
+    pub password: Field<String>,
+    pub allow_destinations: Field<Vec<Sp<String>>>,
+    pub deny_destinations: Field<Vec<Sp<String>>>,
 }
 
 /// The whole file as written.
@@ -102,16 +123,21 @@ pub(crate) struct RawConfig {
     pub peers: Vec<RawPeer>,
     pub forwards: Vec<RawService>,
     pub exposes: Vec<RawService>,
+    pub metrics: Option<RawMetrics>,
 }
 
-const TOP_KEYS: &[&str] = &["interface", "peer", "forward", "expose"];
+const TOP_KEYS: &[&str] = &["interface", "peer", "forward", "expose", "metrics"];
 const INTERFACE_KEYS: &[&str] = &[
     "private_key",
     "private_key_file",
     "listen_port",
     "address",
     "mtu",
+    "route_between_peers",
+    "control_socket",
+    "uapi_socket",
 ];
+const METRICS_KEYS: &[&str] = &["listen"];
 const PEER_KEYS: &[&str] = &[
     "name",
     "public_key",
@@ -120,7 +146,7 @@ const PEER_KEYS: &[&str] = &[
     "endpoint",
     "persistent_keepalive",
 ];
-const SERVICE_KEYS: &[&str] = &[
+const FORWARD_KEYS: &[&str] = &[
     "name",
     "protocol",
     "listen",
@@ -128,6 +154,42 @@ const SERVICE_KEYS: &[&str] = &[
     "connect_timeout",
     "idle_timeout",
     "max_connections",
+    "max_sessions",
+    "allow",
+    "deny",
+    "rate_limit",
+    "proxy_protocol",
+    "accept_proxy_protocol",
+];
+const EXPOSE_KEYS: &[&str] = &[
+    "name",
+    "protocol",
+    "listen",
+    "to",
+    "connect_timeout",
+    "idle_timeout",
+    "max_connections",
+    "max_sessions",
+    "allow",
+    "deny",
+    "rate_limit",
+    "username",
+    "password",
+    "allow_destinations",
+    "deny_destinations",
+];
+/// Keys of one kind of service written in the other, with where they belong.
+const FORWARD_ONLY: &str = "it belongs to a TCP [[forward]] (the listener clients reach first)";
+const EXPOSE_ONLY: &str = "it belongs to an [[expose]] with to = \"socks\" (a SOCKS exit)";
+const NOT_IN_FORWARD: &[(&str, &str)] = &[
+    ("username", EXPOSE_ONLY),
+    ("password", EXPOSE_ONLY),
+    ("allow_destinations", EXPOSE_ONLY),
+    ("deny_destinations", EXPOSE_ONLY),
+];
+const NOT_IN_EXPOSE: &[(&str, &str)] = &[
+    ("proxy_protocol", FORWARD_ONLY),
+    ("accept_proxy_protocol", FORWARD_ONLY),
 ];
 
 /// Parses `text` and reads its tables. `None` means a TOML syntax error, already reported:
@@ -150,6 +212,7 @@ pub(crate) fn read(text: &str, report: &mut Report<'_>) -> Option<RawConfig> {
         let key_span = span_of(root.key(name).and_then(|k| k.span()), &root_span);
         match name {
             "interface" => raw.interface = read_interface(item, &key_span, report),
+            "metrics" => raw.metrics = read_metrics(item, &key_span, report),
             "peer" => {
                 for (i, (table, span)) in array_of_tables(item, "peer", &key_span, report)
                     .into_iter()
@@ -178,7 +241,7 @@ pub(crate) fn read(text: &str, report: &mut Report<'_>) -> Option<RawConfig> {
                     _ => format!("key `{other}`"),
                 };
                 let hint = match suggest(other, TOP_KEYS) {
-                    Some("interface") => "did you mean [interface]? ".to_string(),
+                    Some(s @ ("interface" | "metrics")) => format!("did you mean [{s}]? "),
                     Some(s) => format!("did you mean [[{s}]]? "),
                     None => String::new(),
                 };
@@ -186,7 +249,7 @@ pub(crate) fn read(text: &str, report: &mut Report<'_>) -> Option<RawConfig> {
                     &key_span,
                     other,
                     format!("unknown {shown}"),
-                    format!("{hint}the file may only have [interface], [[peer]], [[forward]] and [[expose]]"),
+                    format!("{hint}the file may only have [interface], [[peer]], [[forward]], [[expose]] and [metrics]"),
                 );
             }
         }
@@ -237,6 +300,7 @@ fn read_interface(item: &Item, key_span: &Span, report: &mut Report<'_>) -> Opti
         "interface",
         "[interface]",
         INTERFACE_KEYS,
+        &[],
         &span,
         report,
     );
@@ -246,6 +310,35 @@ fn read_interface(item: &Item, key_span: &Span, report: &mut Report<'_>) -> Opti
         listen_port: f.integer("listen_port", report),
         address: f.string_list("address", report),
         mtu: f.integer("mtu", report),
+        route_between_peers: f.boolean("route_between_peers", report),
+        control_socket: f.string("control_socket", report),
+        uapi_socket: f.string("uapi_socket", report),
+        span,
+    })
+}
+
+fn read_metrics(item: &Item, key_span: &Span, report: &mut Report<'_>) -> Option<RawMetrics> {
+    let Some(table) = item.as_table_like() else {
+        report.error(
+            key_span,
+            "metrics",
+            "must be a single table",
+            "write [metrics] on its own line, then listen = \"127.0.0.1:9100\"",
+        );
+        return None;
+    };
+    let span = span_of(item.span(), key_span);
+    let f = Fields::new(
+        table,
+        "metrics",
+        "[metrics]",
+        METRICS_KEYS,
+        &[],
+        &span,
+        report,
+    );
+    Some(RawMetrics {
+        listen: f.string("listen", report),
         span,
     })
 }
@@ -290,7 +383,7 @@ fn array_of_tables<'a>(
 
 fn read_peer(table: &dyn TableLike, span: Span, index: usize, report: &mut Report<'_>) -> RawPeer {
     let path = format!("peer[{index}]");
-    let f = Fields::new(table, &path, "[[peer]]", PEER_KEYS, &span, report);
+    let f = Fields::new(table, &path, "[[peer]]", PEER_KEYS, &[], &span, report);
     RawPeer {
         name: f.string("name", report),
         public_key: f.string("public_key", report),
@@ -309,14 +402,22 @@ fn read_service(
     kind: &str,
     report: &mut Report<'_>,
 ) -> RawService {
+    let (keys, misplaced) = if kind == "forward" {
+        (FORWARD_KEYS, NOT_IN_FORWARD)
+    } else {
+        (EXPOSE_KEYS, NOT_IN_EXPOSE)
+    };
     let f = Fields::new(
         table,
         path,
         &format!("[[{kind}]]"),
-        SERVICE_KEYS,
+        keys,
+        misplaced,
         &span,
         report,
     );
+    // A key of the other kind was reported as unknown: read it as absent.
+    let only = |key: &str| keys.contains(&key);
     RawService {
         name: f.string("name", report),
         protocol: f.string("protocol", report),
@@ -325,6 +426,40 @@ fn read_service(
         connect_timeout: f.duration("connect_timeout", report),
         idle_timeout: f.duration("idle_timeout", report),
         max_connections: f.integer("max_connections", report),
+        max_sessions: f.integer("max_sessions", report),
+        allow: f.string_list("allow", report),
+        deny: f.string_list("deny", report),
+        rate_limit: f.string("rate_limit", report),
+        proxy_protocol: if only("proxy_protocol") {
+            f.string("proxy_protocol", report)
+        } else {
+            Field::Missing
+        },
+        accept_proxy_protocol: if only("accept_proxy_protocol") {
+            f.boolean("accept_proxy_protocol", report)
+        } else {
+            Field::Missing
+        },
+        username: if only("username") {
+            f.string("username", report)
+        } else {
+            Field::Missing
+        },
+        password: if only("password") {
+            f.string("password", report)
+        } else {
+            Field::Missing
+        },
+        allow_destinations: if only("allow_destinations") {
+            f.string_list("allow_destinations", report)
+        } else {
+            Field::Missing
+        },
+        deny_destinations: if only("deny_destinations") {
+            f.string_list("deny_destinations", report)
+        } else {
+            Field::Missing
+        },
         span,
     }
 }
@@ -337,11 +472,14 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// Reports every key not in `allowed`; `misplaced` says where keys that belong to another
+    /// table go, instead of guessing a near name.
     fn new(
         table: &'a dyn TableLike,
         path: &str,
         shown: &str,
         allowed: &[&str],
+        misplaced: &[(&str, &str)],
         fallback: &Span,
         report: &mut Report<'_>,
     ) -> Self {
@@ -350,8 +488,11 @@ impl<'a> Fields<'a> {
                 continue;
             }
             let span = span_of(table.key(name).and_then(|k| k.span()), fallback);
-            let hint =
-                suggest(name, allowed).map_or(String::new(), |s| format!("did you mean `{s}`? "));
+            let hint = match misplaced.iter().find(|(k, _)| *k == name) {
+                Some((_, place)) => format!("{place}; "),
+                None => suggest(name, allowed)
+                    .map_or(String::new(), |s| format!("did you mean `{s}`? ")),
+            };
             report.error(
                 &span,
                 &format!("{path}.{name}"),
@@ -429,6 +570,29 @@ impl<'a> Fields<'a> {
                     item,
                     "an integer",
                     "a number without quotes",
+                );
+                Field::Bad
+            }
+        }
+    }
+
+    fn boolean(&self, key: &str, report: &mut Report<'_>) -> Field<bool> {
+        let Some((item, span)) = self.value(key) else {
+            return Field::Missing;
+        };
+        match item {
+            Item::Value(Value::Boolean(b)) => Field::Ok(Sp {
+                value: *b.value(),
+                span,
+            }),
+            _ => {
+                self.wrong_type(
+                    report,
+                    key,
+                    &span,
+                    item,
+                    "a boolean",
+                    "true or false (without quotes)",
                 );
                 Field::Bad
             }
@@ -587,5 +751,7 @@ mod tests {
             Some("persistent_keepalive")
         );
         assert_eq!(suggest("banana", PEER_KEYS), None);
+        assert_eq!(suggest("max_session", FORWARD_KEYS), Some("max_sessions"));
+        assert_eq!(suggest("ratelimit", EXPOSE_KEYS), Some("rate_limit"));
     }
 }

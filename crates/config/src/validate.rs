@@ -45,6 +45,7 @@ pub(crate) fn build(raw: RawConfig, path: &Path, report: &mut Report<'_>) -> Opt
     let own = parts.addresses.as_deref();
     let forwards = services::forwards(raw.forwards, &infos, own.unwrap_or_default(), report);
     let exposes = services::exposes(raw.exposes, own, report);
+    let metrics = raw.metrics.map(|m| services::metrics(m, report));
     if !report.errors.is_empty() || !peers_ok {
         return None;
     }
@@ -54,6 +55,10 @@ pub(crate) fn build(raw: RawConfig, path: &Path, report: &mut Report<'_>) -> Opt
         peers,
         forwards,
         exposes,
+        metrics: match metrics {
+            None => None,
+            Some(m) => Some(m?),
+        },
     })
 }
 
@@ -140,13 +145,46 @@ fn interface(raw: RawInterface, config_path: &Path, report: &mut Report<'_>) -> 
             }
         },
     };
+    let route_between_peers = raw.route_between_peers.clone().ok().map(|b| b.value);
+    let bad_bool = matches!(raw.route_between_peers, Field::Bad);
+    let control_socket = socket_path(
+        raw.control_socket.clone(),
+        "interface.control_socket",
+        "/run/pinhole/relay.sock",
+        config_path,
+        report,
+    );
+    let uapi_socket = socket_path(
+        raw.uapi_socket.clone(),
+        "interface.uapi_socket",
+        "/var/run/wireguard/relay.sock",
+        config_path,
+        report,
+    );
     let public_key = private_key.as_ref().map(PrivateKey::public_key);
-    let interface = match (private_key, listen_port, addresses.clone(), mtu) {
-        (Some(private_key), Some(listen_port), Some(addresses), Some(mtu)) => Some(Interface {
+    let interface = match (
+        private_key,
+        listen_port,
+        addresses.clone(),
+        mtu,
+        control_socket,
+        uapi_socket,
+    ) {
+        (
+            Some(private_key),
+            Some(listen_port),
+            Some(addresses),
+            Some(mtu),
+            Some(control_socket),
+            Some(uapi_socket),
+        ) if !bad_bool => Some(Interface {
             private_key,
             listen_port,
             addresses,
             mtu,
+            route_between_peers: route_between_peers.unwrap_or(false),
+            control_socket,
+            uapi_socket,
         }),
         _ => None,
     };
@@ -155,6 +193,50 @@ fn interface(raw: RawInterface, config_path: &Path, report: &mut Report<'_>) -> 
         public_key,
         addresses,
     }
+}
+
+/// Longest path a Unix socket address holds (`sun_path` is 108 bytes with the final NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// `control_socket` or `uapi_socket`: a path, relative to the config file's directory.
+/// `Some(None)` when absent, `None` when wrong (reported).
+fn socket_path(
+    field: Field<String>,
+    key: &str,
+    example: &str,
+    config_path: &Path,
+    report: &mut Report<'_>,
+) -> Option<Option<PathBuf>> {
+    let v = match field {
+        Field::Missing => return Some(None),
+        Field::Bad => return None,
+        Field::Ok(v) => v,
+    };
+    let fix_empty = format!("give a path such as \"{example}\", or remove the key for the default");
+    if v.value.trim().is_empty() || v.value.contains('\0') {
+        report.error(&v.span, key, "not a usable path", fix_empty);
+        return None;
+    }
+    let given = PathBuf::from(&v.value);
+    let path = if given.is_absolute() {
+        given
+    } else {
+        config_path.parent().unwrap_or(Path::new("")).join(given)
+    };
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        report.error(
+            &v.span,
+            key,
+            format!(
+                "{} is {len} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}",
+                path.display()
+            ),
+            "use a shorter path (a relative path is taken from the config file's directory)",
+        );
+        return None;
+    }
+    Some(Some(path))
 }
 
 fn addresses(list: Sp<Vec<Sp<String>>>, report: &mut Report<'_>) -> Option<Vec<Cidr>> {
