@@ -25,9 +25,12 @@ pub struct CountersSnapshot {
     pub active: u64,
     /// Connections admitted since start (not counting refused ones).
     pub total: u64,
-    /// Connections closed at accept because `max_connections` were already active.
+    /// Connections closed at accept: `max_connections` already active, the client refused by
+    /// `allow`/`deny` or the rate limit, or (with `accept_proxy_protocol`) no valid PROXY
+    /// header. For UDP: datagrams of new clients turned away (same reasons, `max_sessions`).
     pub refused: u64,
-    /// Connections whose dial failed or timed out.
+    /// Connections whose dial failed or timed out; for a SOCKS exit also failed handshakes and
+    /// refused destinations; for UDP, sessions whose upstream socket could not be opened.
     pub failed: u64,
     /// Bytes received from the accepted side's client and delivered to the dialed side.
     pub rx_bytes: u64,

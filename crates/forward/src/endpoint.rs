@@ -19,6 +19,13 @@ pub trait Acceptor: Send + 'static {
     /// Waits for the next connection; returns the stream and the client's address.
     /// An error here is reported to the accept loop, which never gives up on it.
     fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+
+    /// The local address `stream` arrived on, when known: the destination of an outgoing
+    /// PROXY header, and the port a port-range forward maps. The default knows none.
+    fn stream_local_addr(&self, stream: &Self::Stream) -> Option<SocketAddr> {
+        let _ = stream;
+        None
+    }
 }
 
 impl Acceptor for TcpListener {
@@ -33,6 +40,12 @@ impl Acceptor for TcpListener {
         }
         Ok((stream, addr))
     }
+
+    /// The stream's own local address: the real address the client reached, even when the
+    /// listener is bound to a wildcard.
+    fn stream_local_addr(&self, stream: &TcpStream) -> Option<SocketAddr> {
+        stream.local_addr().ok()
+    }
 }
 
 /// Opens the other side of one connection; it knows its own target.
@@ -45,6 +58,16 @@ pub trait Dialer: Send + Sync + 'static {
 
     /// Opens one stream to the target. The caller bounds it with `Limits::connect_timeout`.
     fn dial(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// Opens one stream for a connection that arrived on `local` (when known). The default
+    /// ignores `local`; a port-range dialer maps its port to the target port.
+    fn dial_for(
+        &self,
+        local: Option<SocketAddr>,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        let _ = local;
+        self.dial()
+    }
 }
 
 /// Dials a real `host:port` over TCP: the target of an expose.
@@ -73,8 +96,15 @@ impl Dialer for TcpDialer {
     /// Tries the resolved addresses in order and returns the first connection, with
     /// `TCP_NODELAY` set; the error of the last attempt when all fail.
     async fn dial(&self) -> io::Result<TcpStream> {
+        self.dial_port(self.port).await
+    }
+}
+
+impl TcpDialer {
+    /// Dials this dialer's host on `port`: the same resolution and fallback as `dial`.
+    pub(crate) async fn dial_port(&self, port: u16) -> io::Result<TcpStream> {
         let mut last_error = None;
-        for addr in tokio::net::lookup_host((self.host.as_str(), self.port)).await? {
+        for addr in tokio::net::lookup_host((self.host.as_str(), port)).await? {
             match TcpStream::connect(addr).await {
                 Ok(stream) => {
                     if let Err(e) = stream.set_nodelay(true) {

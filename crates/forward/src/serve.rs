@@ -1,21 +1,26 @@
-//! The accept loop of one forward or expose: accept, admit within the limit, dial, splice.
+//! The accept loop of one forward or expose: accept, admit (limit, access control, rate),
+//! read the PROXY header when the forward accepts one, then hand the stream to a [`Handler`].
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::{timeout, Instant};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info_span, warn, Instrument};
 
+use crate::admission::{Admission, Gate};
 use crate::counters::Counters;
 use crate::endpoint::{Acceptor, Dialer};
+use crate::handler::{ConnInfo, DialSplice, Handler};
 use crate::limits::Limits;
+use crate::proxy_header::{self, HeaderError};
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
-use crate::splice::splice_counted;
+use crate::rewind::Rewind;
 
 /// First pause after an accept error that is not about one connection (EMFILE and the like).
 ///
@@ -72,26 +77,88 @@ pub async fn serve<A: Acceptor, D: Dialer>(
 /// One tracker may be shared by every forward and expose of a process.
 pub async fn serve_with_tracker<A: Acceptor, D: Dialer>(
     name: &str,
-    mut acceptor: A,
+    acceptor: A,
     dialer: D,
     limits: Limits,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> io::Result<()> {
+    let options = ServeOptions {
+        limits,
+        ..ServeOptions::default()
+    };
+    let handler = DialSplice::new(dialer);
+    serve_handler(
+        name, acceptor, handler, options, counters, shutdown, tracker,
+    )
+    .await
+}
+
+/// How long a client may take to send its PROXY header when the forward accepts one.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything about one forward's accept side besides its two ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Time and connection-count bounds.
+    pub limits: Limits,
+    /// Client address allow/deny and per-source rate of new connections.
+    pub admission: Admission,
+    /// The forward sits behind a trusted load balancer: every accepted stream MUST start with
+    /// a PROXY header (v1 or v2), which is read and stripped, and its source address is the
+    /// client for access control, rate limits, logs and any outgoing header. A stream without
+    /// a valid header within `proxy_header_timeout` is closed and counted as refused. When
+    /// `false`, no client byte is ever read as a header.
+    pub accept_proxy_protocol: bool,
+    /// Bound on reading the incoming PROXY header; [`PROXY_HEADER_TIMEOUT`] by default.
+    pub proxy_header_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            admission: Admission::default(),
+            accept_proxy_protocol: false,
+            proxy_header_timeout: PROXY_HEADER_TIMEOUT,
+        }
+    }
+}
+
+/// The general form of [`serve_with_tracker`]: each admitted stream goes to `handler`
+/// ([`DialSplice`] for a forward or an expose to a fixed target, [`SocksExit`](crate::SocksExit)
+/// for a SOCKS exit).
+///
+/// Admission, in order: the client address against `admission.allow`/`deny` and the rate
+/// limit (in the accept loop, or after the PROXY header when `accept_proxy_protocol`), then
+/// `limits.max_connections`. A refused stream is closed at once, counted in `refused`, and
+/// logged at most once per 10 s.
+pub async fn serve_handler<A: Acceptor, H: Handler>(
+    name: &str,
+    mut acceptor: A,
+    handler: H,
+    options: ServeOptions,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> io::Result<()> {
     let span = info_span!("forward", name);
     async move {
+        let limits = options.limits;
         let shared = Arc::new(Shared {
-            dialer,
+            handler,
             limits,
+            accept_proxy_protocol: options.accept_proxy_protocol,
+            proxy_header_timeout: options.proxy_header_timeout,
+            gate: Gate::new(options.admission),
             counters,
-            dial_log: LogLimiter::new(LOG_INTERVAL),
+            refuse_log: LogLimiter::new(LOG_INTERVAL),
         });
         let permits = Arc::new(Semaphore::new(
             limits.max_connections.min(Semaphore::MAX_PERMITS),
         ));
         let accept_log = LogLimiter::new(LOG_INTERVAL);
-        let refuse_log = LogLimiter::new(LOG_INTERVAL);
         let mut backoff: Option<Duration> = None;
         loop {
             let accepted = tokio::select! {
@@ -102,16 +169,21 @@ pub async fn serve_with_tracker<A: Acceptor, D: Dialer>(
             match accepted {
                 Ok((stream, client)) => {
                     backoff = None;
+                    if !shared.accept_proxy_protocol {
+                        if let Err(why) = shared.gate.check(client.ip(), std::time::Instant::now())
+                        {
+                            drop(stream);
+                            shared.refused(client, &why.to_string());
+                            continue;
+                        }
+                    }
                     let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                         drop(stream);
-                        shared.counters.refused();
-                        if let Some(suppressed) = refuse_log.check() {
-                            warn!(%client, max_connections = limits.max_connections, suppressed,
-                                "connection refused: too many connections");
-                        }
+                        shared.refused(client, "too many connections");
                         continue;
                     };
-                    let conn = connection(stream, client, Arc::clone(&shared), permit);
+                    let local = acceptor.stream_local_addr(&stream);
+                    let conn = connection(stream, client, local, Arc::clone(&shared), permit);
                     tracker.spawn(conn.instrument(info_span!("conn", %client)));
                 }
                 Err(e) if is_per_connection(&e) => {
@@ -141,63 +213,96 @@ pub async fn serve_with_tracker<A: Acceptor, D: Dialer>(
 }
 
 /// What every connection task of one forward shares.
-struct Shared<D> {
-    dialer: D,
+struct Shared<H> {
+    handler: H,
     limits: Limits,
+    accept_proxy_protocol: bool,
+    proxy_header_timeout: Duration,
+    gate: Gate,
     counters: Arc<Counters>,
-    /// Dial failures of one forward log at most one info line per interval.
-    dial_log: LogLimiter,
+    /// Refusals of one forward log at most one warning per interval.
+    refuse_log: LogLimiter,
 }
 
-/// One connection: dial the other side within the connect timeout, then splice.
-/// Every exit path drops the accepted stream (closing it) and the permit.
-async fn connection<S, D>(
+impl<H> Shared<H> {
+    fn refused(&self, client: SocketAddr, reason: &str) {
+        self.counters.refused();
+        match self.refuse_log.check() {
+            Some(suppressed) => warn!(%client, reason, suppressed, "connection refused"),
+            None => debug!(%client, reason, "connection refused"),
+        }
+    }
+}
+
+/// One connection: read the PROXY header when the forward accepts one (and admit its client),
+/// then run the handler. Every exit path drops the accepted stream (closing it) and the permit.
+async fn connection<S, H>(
     accepted: S,
-    client: SocketAddr,
-    shared: Arc<Shared<D>>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    shared: Arc<Shared<H>>,
     permit: OwnedSemaphorePermit,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    D: Dialer,
+    H: Handler,
 {
+    let (stream, client) = if shared.accept_proxy_protocol {
+        let read = timeout(
+            shared.proxy_header_timeout,
+            read_proxy_header(accepted, peer),
+        );
+        let (stream, client) = match read.await {
+            Ok(Ok(got)) => got,
+            Ok(Err(why)) => return shared.refused(peer, why),
+            Err(_) => return shared.refused(peer, "no PROXY header before the timeout"),
+        };
+        if let Err(why) = shared.gate.check(client.ip(), std::time::Instant::now()) {
+            return shared.refused(client, &why.to_string());
+        }
+        (stream, client)
+    } else {
+        (Rewind::new(accepted, Vec::new()), peer)
+    };
     // Declared in this order so they drop in the reverse one: the permit is released before
     // `active` falls, so a caller that sees `active` fall can connect again at once.
     let _active = shared.counters.admit();
     let _permit = permit;
-    let started = Instant::now();
-    let dialed = match timeout(shared.limits.connect_timeout, shared.dialer.dial()).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            drop(accepted);
-            return dial_failed(&shared, client, &e.to_string());
-        }
-        Err(_) => {
-            drop(accepted);
-            return dial_failed(&shared, client, "connect timeout");
-        }
-    };
-    let report = splice_counted(
-        accepted,
-        dialed,
-        shared.limits.idle_timeout,
-        shared.limits.half_close_timeout,
-        &shared.counters,
-    )
-    .await;
-    debug!(
-        rx_bytes = report.a_to_b,
-        tx_bytes = report.b_to_a,
-        duration_ms = started.elapsed().as_millis() as u64,
-        end = ?report.end,
-        "connection ended"
-    );
+    let conn = ConnInfo { client, local };
+    shared
+        .handler
+        .handle(stream, conn, shared.limits, &shared.counters)
+        .await;
 }
 
-fn dial_failed<D>(shared: &Shared<D>, client: SocketAddr, reason: &str) {
-    shared.counters.failed();
-    match shared.dial_log.check() {
-        Some(suppressed) => info!(%client, reason, suppressed, "dial failed; connection closed"),
-        None => debug!(%client, reason, "dial failed; connection closed"),
+/// Reads the PROXY header that MUST start `stream` (never guessing: anything else is refused),
+/// and returns the stream with the bytes read past the header put back, and the client address
+/// it names (or `peer` for LOCAL and UNKNOWN, as the spec says).
+async fn read_proxy_header<S>(
+    mut stream: S,
+    peer: SocketAddr,
+) -> Result<(Rewind<S>, SocketAddr), &'static str>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let mut buf = vec![0u8; proxy_header::V2_MAX_LEN];
+    let mut filled = 0;
+    loop {
+        match proxy_header::parse(&buf[..filled]) {
+            Ok((header, len)) => {
+                let client = header.addresses.map_or(peer, |(source, _)| source);
+                buf.copy_within(len..filled, 0);
+                buf.truncate(filled - len);
+                return Ok((Rewind::new(stream, buf), client));
+            }
+            Err(HeaderError::Invalid(why)) => return Err(why),
+            Err(HeaderError::Incomplete) => {
+                // `check` bounds every header below the buffer size.
+                match stream.read(&mut buf[filled..]).await {
+                    Ok(0) | Err(_) => return Err("closed before a complete PROXY header"),
+                    Ok(n) => filled += n,
+                }
+            }
+        }
     }
 }
 
@@ -234,3 +339,6 @@ fn is_per_connection(e: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_features;
