@@ -65,7 +65,17 @@ pub(crate) const MAX_OUTBOUND_QUEUE: usize = 1024;
 /// Rounds of (service handles, ingress, egress) in one `poll`: bounds the work per call;
 /// what is left makes `poll_at` return "now".
 pub(crate) const MAX_POLL_ROUNDS: usize = 8;
-/// Ephemeral ports for outbound connections (IANA dynamic range).
+/// Datagrams a UDP socket's inbound queue holds (like a kernel socket buffer); beyond it
+/// arriving datagrams are dropped and counted ([`crate::OverlayUdpSocket::dropped`]).
+/// Worst case per socket: this many datagrams of up to one MTU each (~350 KiB at 1420).
+pub(crate) const UDP_INBOUND_QUEUE: usize = 256;
+/// Packets a UDP socket may have built and queued for the driver; a sender beyond it waits
+/// in `send_to().await` (back-pressure, instead of dropping like a kernel would).
+pub(crate) const UDP_OUTBOUND_QUEUE: usize = 16;
+/// Most UDP sockets (single ports or ranges) at once: the size of the ephemeral range, so a
+/// relay can hold one socket per public client up to that. Beyond it `bind_udp` fails.
+pub(crate) const MAX_UDP_SOCKETS: usize = MAX_CONNECTIONS_LIMIT;
+/// Ephemeral ports for outbound connections and UDP sockets (IANA dynamic range).
 pub(crate) const EPHEMERAL_PORTS: (u16, u16) = (49_152, 65_535);
 
 /// What the userspace stack needs to know: its overlay addresses, the tunnel MTU and its

@@ -58,6 +58,25 @@ impl VecDevice {
         !self.inbound.is_empty()
     }
 
+    /// Drops the next inbound packet without smoltcp seeing it (it was handled beside it).
+    pub(crate) fn discard_inbound(&mut self) {
+        if let Some(buffer) = self.inbound.pop_front() {
+            if self.pool.len() < POOL_SIZE {
+                self.pool.push(buffer);
+            }
+        }
+    }
+
+    /// Whether the outbound queue is full (smoltcp and UDP sockets wait for the driver).
+    pub(crate) fn outbound_full(&self) -> bool {
+        self.outbound.len() >= MAX_OUTBOUND_QUEUE
+    }
+
+    /// Queues a packet built outside smoltcp; the caller checked `outbound_full` first.
+    pub(crate) fn push_outbound(&mut self, packet: Vec<u8>) {
+        self.outbound.push_back(packet);
+    }
+
     /// Takes the next packet smoltcp emitted.
     pub(crate) fn pop_outbound(&mut self) -> Option<Vec<u8>> {
         self.outbound.pop_front()

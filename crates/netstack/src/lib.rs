@@ -1,10 +1,12 @@
-//! The userspace network stack: turns the tunnel's IP packets into TCP streams, with no
-//! root, no TUN device and no kernel involvement.
+//! The userspace network stack: turns the tunnel's IP packets into TCP streams and UDP
+//! datagrams, with no root, no TUN device and no kernel involvement.
 //!
 //! The WireGuard engine hands decrypted IP packets to a [`Stack`] and sends the packets the
 //! stack produces. Forward and expose tasks use the cloneable [`Overlay`] handle to
-//! [`connect`](Overlay::connect) and [`listen`](Overlay::listen); the [`OverlayStream`]s they
-//! get are ordinary `AsyncRead + AsyncWrite` byte streams.
+//! [`connect`](Overlay::connect) and [`listen`](Overlay::listen) (or
+//! [`listen_range`](Overlay::listen_range)); the [`OverlayStream`]s they get are ordinary
+//! `AsyncRead + AsyncWrite` byte streams. [`bind_udp`](Overlay::bind_udp) and
+//! [`bind_udp_range`](Overlay::bind_udp_range) give an [`OverlayUdpSocket`].
 //!
 //! ```text
 //!  forward/expose tasks                        driver task (owns Stack + WireGuard)
@@ -24,9 +26,12 @@ mod device;
 mod listener;
 mod overlay;
 mod packet;
+mod ports;
 mod shared;
 mod stack;
 mod stream;
+mod udp;
+mod udp_stack;
 
 pub use config::{
     ConfigError, StackConfig, DEFAULT_MAX_CONNECTIONS, DEFAULT_TCP_RX_BUFFER,
@@ -37,3 +42,4 @@ pub use listener::OverlayListener;
 pub use overlay::Overlay;
 pub use stack::{new, Stack};
 pub use stream::OverlayStream;
+pub use udp::OverlayUdpSocket;

@@ -1,4 +1,9 @@
-//! Listening on an overlay `addr:port`, and accepting many connections on it.
+//! Listening on an overlay `addr:port` (or a range of ports), and accepting many
+//! connections on it.
+//!
+//! A listener is one entry in the stack's port map whatever the number of ports it covers:
+//! no socket exists for any of its ports until a SYN arrives, so a thousand-port range costs
+//! what one port costs.
 //!
 //! smoltcp's listening socket turns into the connection it accepts, so one socket serves one
 //! connection. Just before smoltcp processes an inbound SYN for a listened address from a
@@ -7,7 +12,7 @@
 //! Once a socket is established the listener hands a new `OverlayStream` to `accept`.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::Waker;
 
@@ -17,15 +22,18 @@ use tokio::sync::mpsc;
 
 use crate::conn::{set_opening_timers, Conn};
 use crate::packet::Syn;
+use crate::ports::range_end;
 use crate::shared::{HandleId, Shared};
 use crate::stack::Stack;
 use crate::stream::OverlayStream;
 
-/// Accepts TCP connections arriving at one overlay `addr:port`. Dropping it stops listening:
-/// connections not yet accepted are closed, accepted ones live on.
+/// Accepts TCP connections arriving at one overlay `addr:port`, or at any port of a range
+/// ([`crate::Overlay::listen_range`]; each stream's `local_addr()` tells which port). Dropping
+/// it stops listening: connections not yet accepted are closed, accepted ones live on.
 #[derive(Debug)]
 pub struct OverlayListener {
     local: SocketAddr,
+    last_port: u16,
     shared: Arc<Shared>,
     accepted: mpsc::Receiver<OverlayStream>,
 }
@@ -46,9 +54,14 @@ impl OverlayListener {
         }
     }
 
-    /// The overlay address and port this listener accepts on.
+    /// The overlay address and port this listener accepts on (for a range, its first port).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// How many consecutive ports, from `local_addr().port()`, this listener covers.
+    pub fn port_count(&self) -> u16 {
+        self.last_port - self.local.port() + 1
     }
 }
 
@@ -70,15 +83,17 @@ pub(crate) struct Listening {
 }
 
 impl Listening {
-    /// A listener for `local` and the handle given to the caller of `listen`.
+    /// A listener for `local.port()..=last_port` and the handle given to the caller.
     pub(crate) fn new(
         local: SocketAddr,
+        last_port: u16,
         shared: Arc<Shared>,
         backlog: usize,
     ) -> (Self, OverlayListener) {
         let (accepted_tx, accepted) = mpsc::channel(backlog);
         let handle = OverlayListener {
             local,
+            last_port,
             shared: Arc::clone(&shared),
             accepted,
         };
@@ -97,7 +112,7 @@ impl Stack {
     /// Before smoltcp sees `syn`: adds a listening socket for it when it opens a new
     /// connection to one of our listeners and the connection cap allows. Returns the socket.
     pub(crate) fn prepare_accept(&mut self, syn: Syn) -> Option<(HandleId, SocketHandle)> {
-        let id = *self.listen_addrs.get(&syn.local)?;
+        let id = self.listen_ports.lookup(syn.local)?;
         if self.by_tuple.contains_key(&(syn.local, syn.remote)) {
             return None;
         }
@@ -207,39 +222,67 @@ impl Stack {
             return;
         };
         listening.shared.retire();
-        self.listen_addrs.remove(&listening.local);
+        self.listen_ports
+            .remove(listening.local.ip(), listening.local.port());
         for handle in listening.sockets {
             self.remove_socket(handle);
         }
         tracing::debug!(local = %listening.local, "overlay listener closed");
     }
 
-    /// Registers a listener for `local`, checking that the address is ours and free.
-    pub(crate) fn open_listener(&mut self, local: SocketAddr) -> io::Result<OverlayListener> {
+    /// Registers a listener for `count` ports from `local`, checking that the address is
+    /// ours and the ports free.
+    pub(crate) fn open_listener(
+        &mut self,
+        local: SocketAddr,
+        count: u16,
+    ) -> io::Result<OverlayListener> {
         if local.port() == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "overlay listen needs a port",
             ));
         }
+        let last = range_end(local.port(), count)?;
         if !self.iface.has_ip_addr(local.ip()) {
             return Err(io::Error::new(
                 io::ErrorKind::AddrNotAvailable,
                 format!("{} is not an overlay address of this peer", local.ip()),
             ));
         }
-        if self.listen_addrs.contains_key(&local) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("overlay {local} is already listened on"),
-            ));
+        let (ip, first) = (local.ip(), local.port());
+        if !self.listen_ports.is_free(ip, first, last) {
+            // A listener dropped just before this call may not have been reaped yet.
+            let dropped: Vec<HandleId> = (self.listeners.iter())
+                .filter(|(_, listening)| listening.shared.is_dropped())
+                .map(|(&id, _)| id)
+                .collect();
+            for id in dropped {
+                self.close_listener(id);
+            }
         }
         let shared = Shared::new(&self.wake);
-        let (listening, handle) =
-            Listening::new(local, Arc::clone(&shared), crate::config::ACCEPT_BACKLOG);
-        self.listen_addrs.insert(local, shared.id);
+        if !self.listen_ports.insert(ip, first, last, shared.id) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("overlay {local} (ports {first}-{last}) is already listened on"),
+            ));
+        }
+        let (listening, handle) = Listening::new(
+            local,
+            last,
+            Arc::clone(&shared),
+            crate::config::ACCEPT_BACKLOG,
+        );
         self.listeners.insert(shared.id, listening);
-        tracing::debug!(%local, "overlay listener open");
+        tracing::debug!(%local, last, "overlay listener open");
         Ok(handle)
+    }
+
+    /// Whether no TCP listener covers `ip:port`.
+    pub(crate) fn tcp_listen_free(&self, ip: IpAddr, port: u16) -> bool {
+        self.listen_ports
+            .lookup(SocketAddr::new(ip, port))
+            .is_none()
     }
 }

@@ -1,5 +1,6 @@
 //! `Overlay`: the cheap, cloneable handle forward/expose tasks use to open and accept
-//! connections. It only sends requests to the driver over a bounded channel.
+//! connections and to bind UDP sockets. It only sends requests to the driver over a bounded
+//! channel.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use crate::listener::OverlayListener;
 use crate::shared::{Shared, WakeQueue};
 use crate::stack::Stack;
 use crate::stream::OverlayStream;
+use crate::udp::OverlayUdpSocket;
 
 /// A request from a handle to the stack.
 #[derive(Debug)]
@@ -24,12 +26,19 @@ pub(crate) enum Command {
     },
     Listen {
         local: SocketAddr,
+        count: u16,
         reply: oneshot::Sender<io::Result<OverlayListener>>,
+    },
+    BindUdp {
+        local: SocketAddr,
+        count: u16,
+        reply: oneshot::Sender<io::Result<OverlayUdpSocket>>,
     },
 }
 
-/// Opens and accepts TCP connections on the overlay. Clone it freely: every clone talks to
-/// the same stack, which must be driven (`Stack::poll`/`wait`) for anything to happen.
+/// Opens and accepts TCP connections and binds UDP sockets on the overlay. Clone it
+/// freely: every clone talks to the same stack, which must be driven (`Stack::poll`/`wait`)
+/// for anything to happen.
 #[derive(Debug, Clone)]
 pub struct Overlay {
     commands: mpsc::Sender<Command>,
@@ -62,8 +71,49 @@ impl Overlay {
     /// Accepts TCP connections on `local`, which must be one of our overlay addresses
     /// (`AddrNotAvailable` otherwise) and not already listened on (`AddrInUse`).
     pub async fn listen(&self, local: SocketAddr) -> io::Result<OverlayListener> {
+        self.listen_range(local, 1).await
+    }
+
+    /// Accepts TCP connections on any of the `count` ports `local.port()` ..=
+    /// `local.port() + count - 1` of our overlay address `local.ip()`; each accepted stream's
+    /// `local_addr()` tells its port. Costs what one port costs: no socket exists for a port
+    /// until a SYN arrives. `AddrInUse` if any port overlaps another listener,
+    /// `InvalidInput` for a count of 0 or a range past port 65535.
+    pub async fn listen_range(&self, local: SocketAddr, count: u16) -> io::Result<OverlayListener> {
         let (reply, answer) = oneshot::channel();
-        let command = Command::Listen { local, reply };
+        let command = Command::Listen {
+            local,
+            count,
+            reply,
+        };
+        self.commands.send(command).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Binds a UDP socket to `local`: one of our overlay addresses (`AddrNotAvailable`
+    /// otherwise), or an unspecified address meaning our first address of that family; port 0
+    /// picks a free port in 49152-65535 (never one bound by another UDP socket or listened on
+    /// by TCP). `AddrInUse` if the port is bound already. Dropping the socket frees the port.
+    pub async fn bind_udp(&self, local: SocketAddr) -> io::Result<OverlayUdpSocket> {
+        self.bind_udp_range(local, 1).await
+    }
+
+    /// Binds one UDP socket to the `count` ports `local.port()` ..=
+    /// `local.port() + count - 1` (port 0 only with a count of 1). Use
+    /// [`OverlayUdpSocket::recv`] to learn which port a datagram came to and
+    /// [`OverlayUdpSocket::send_from`] to answer from it. A range costs what one port costs.
+    /// `AddrInUse` if any port overlaps another UDP socket.
+    pub async fn bind_udp_range(
+        &self,
+        local: SocketAddr,
+        count: u16,
+    ) -> io::Result<OverlayUdpSocket> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::BindUdp {
+            local,
+            count,
+            reply,
+        };
         self.commands.send(command).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -94,8 +144,22 @@ impl Stack {
     /// Carries out one request from a handle.
     pub(crate) fn handle_command(&mut self, command: Command) {
         match command {
-            Command::Listen { local, reply } => {
-                let _ = reply.send(self.open_listener(local));
+            Command::Listen {
+                local,
+                count,
+                reply,
+            } => {
+                let _ = reply.send(self.open_listener(local, count));
+            }
+            Command::BindUdp {
+                local,
+                count,
+                reply,
+            } => {
+                if !reply.is_closed() {
+                    // A reply nobody takes drops the socket, which frees its port again.
+                    let _ = reply.send(self.open_udp(local, count));
+                }
             }
             Command::Connect {
                 shared,

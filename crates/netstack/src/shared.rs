@@ -1,5 +1,5 @@
-//! The one wake-up path from handles (streams, listeners, pending connects) and from smoltcp's
-//! socket wakers into the driver's `Stack::wait`.
+//! The one wake-up path from handles (streams, listeners, pending connects, UDP sockets)
+//! and from smoltcp's socket wakers into the driver's `Stack::wait`.
 //!
 //! Each handle owns a [`Shared`] with an "already queued" flag: it enqueues its id only when
 //! the flag was clear, and the stack clears it just before servicing the handle. So each
@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     abort: AtomicBool,
     rx_blocked: AtomicBool,
     error: AtomicU8,
+    /// Datagrams dropped because a UDP socket's inbound queue was full.
+    drops: AtomicU64,
     queue: Arc<WakeQueue>,
 }
 
@@ -86,6 +88,7 @@ impl Shared {
             abort: AtomicBool::new(false),
             rx_blocked: AtomicBool::new(false),
             error: AtomicU8::new(NO_ERROR),
+            drops: AtomicU64::new(0),
             queue: Arc::clone(queue),
         })
     }
@@ -144,6 +147,16 @@ impl Shared {
         if self.rx_blocked.swap(false, Ordering::SeqCst) {
             self.wake_stack();
         }
+    }
+
+    /// A UDP socket's inbound queue was full: one datagram dropped.
+    pub(crate) fn count_drop(&self) {
+        self.drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Datagrams dropped so far for a full inbound queue.
+    pub(crate) fn drops(&self) -> u64 {
+        self.drops.load(Ordering::Relaxed)
     }
 
     /// Records why the connection failed; the stream reports it on its next read or write.

@@ -1,12 +1,13 @@
 //! `Stack`: the sans-IO core. IP packets in (`handle_inbound`), IP packets out
 //! (`poll_outbound`), time passed in (`poll(now)`, `poll_at(now)`), and one future (`wait`)
-//! that resolves when a stream, listener or connect asked something of the stack.
+//! that resolves when a stream, listener, connect or UDP socket asked something of the stack.
 //!
 //! One driver task owns the `Stack` (and the WireGuard engine) and calls it in a loop; no
 //! lock is taken anywhere. Work per `poll` is bounded by [`MAX_POLL_ROUNDS`].
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,13 +19,17 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpCidr};
 use tokio::sync::mpsc;
 
-use crate::config::{StackConfig, COMMAND_CAPACITY, EPHEMERAL_PORTS, LINGER, MAX_POLL_ROUNDS};
+use crate::config::{
+    StackConfig, COMMAND_CAPACITY, EPHEMERAL_PORTS, LINGER, MAX_POLL_ROUNDS, MAX_UDP_SOCKETS,
+};
 use crate::conn::{Conn, Step};
 use crate::device::VecDevice;
 use crate::listener::Listening;
 use crate::overlay::{Command, Overlay};
-use crate::packet::parse_syn;
+use crate::packet::{parse_syn, parse_udp};
+use crate::ports::PortMap;
 use crate::shared::{HandleId, WakeQueue};
+use crate::udp_stack::UdpTable;
 
 /// Room in the wake queue beyond one slot per socket: listeners and handles racing their
 /// own removal.
@@ -34,7 +39,7 @@ const WAKE_SLACK: usize = 256;
 /// connects its sockets to [`crate::OverlayStream`]s. Created by [`crate::new`].
 pub struct Stack {
     pub(crate) iface: Interface,
-    device: VecDevice,
+    pub(crate) device: VecDevice,
     pub(crate) sockets: SocketSet<'static>,
     socket_count: usize,
     config: StackConfig,
@@ -43,15 +48,18 @@ pub struct Stack {
     pub(crate) now: Instant,
     pub(crate) conns: HashMap<HandleId, Conn>,
     pub(crate) listeners: HashMap<HandleId, Listening>,
-    pub(crate) listen_addrs: HashMap<SocketAddr, HandleId>,
+    /// TCP ports and port ranges listened on.
+    pub(crate) listen_ports: PortMap,
     /// Accepted connections by (local, remote), so retransmitted SYNs add no socket.
     pub(crate) by_tuple: HashMap<(SocketAddr, SocketAddr), HandleId>,
     used_ports: HashSet<u16>,
     next_port: u16,
     /// Orphaned connections and when to reset them if they have not closed.
     lingering: Vec<(Instant, HandleId)>,
+    /// UDP sockets and their ports.
+    pub(crate) udp: UdpTable,
     /// Handles to service on the next round.
-    ready: Vec<HandleId>,
+    pub(crate) ready: Vec<HandleId>,
     pub(crate) wake: Arc<WakeQueue>,
     wake_rx: mpsc::Receiver<HandleId>,
     commands: mpsc::Receiver<Command>,
@@ -93,11 +101,13 @@ impl Stack {
                 _ => Ok(()),
             };
         }
-        let (wake, wake_rx) = WakeQueue::new(config.max_connections + WAKE_SLACK);
+        let handles = config.max_connections + MAX_UDP_SOCKETS + WAKE_SLACK;
+        let (wake, wake_rx) = WakeQueue::new(handles);
         let (commands_tx, commands) = mpsc::channel(COMMAND_CAPACITY);
         let overlay = Overlay::new(commands_tx, Arc::clone(&wake));
         let span = EPHEMERAL_PORTS.1 - EPHEMERAL_PORTS.0;
         let next_port = EPHEMERAL_PORTS.0 + (random_u64() % u64::from(span)) as u16;
+        let next_udp_port = EPHEMERAL_PORTS.0 + (random_u64() % u64::from(span)) as u16;
         let stack = Stack {
             iface,
             device,
@@ -108,11 +118,12 @@ impl Stack {
             now: epoch,
             conns: HashMap::new(),
             listeners: HashMap::new(),
-            listen_addrs: HashMap::new(),
+            listen_ports: PortMap::default(),
             by_tuple: HashMap::new(),
             used_ports: HashSet::new(),
             next_port,
             lingering: Vec::new(),
+            udp: UdpTable::new(next_udp_port),
             ready: Vec::new(),
             wake,
             wake_rx,
@@ -186,8 +197,9 @@ impl Stack {
         }
     }
 
-    /// Resolves when a stream, listener or pending connect needs the stack; then call
-    /// `poll`. Cancel-safe: nothing is lost when the future is dropped (e.g. in `select!`).
+    /// Resolves when a stream, listener, pending connect or UDP socket needs the stack; then
+    /// call `poll`. Cancel-safe: nothing is lost when the future is dropped (e.g. in
+    /// `select!`).
     pub async fn wait(&mut self) {
         if !self.ready.is_empty() || self.pending_command.is_some() {
             return;
@@ -255,6 +267,31 @@ impl Stack {
         self.used_ports.remove(&port);
     }
 
+    /// The tunnel MTU the stack runs with.
+    pub(crate) fn config_mtu(&self) -> usize {
+        self.config.mtu
+    }
+
+    /// The address to bind for `ip`: `ip` itself if it is ours, our first address of its
+    /// family if it is unspecified; `AddrNotAvailable` otherwise.
+    pub(crate) fn local_ip(&self, ip: IpAddr) -> io::Result<IpAddr> {
+        let found = if ip.is_unspecified() {
+            self.config
+                .addresses
+                .iter()
+                .map(|&(addr, _)| addr)
+                .find(|addr| addr.is_ipv4() == ip.is_ipv4())
+        } else {
+            self.iface.has_ip_addr(ip).then_some(ip)
+        };
+        found.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("{ip} is not an overlay address of this peer"),
+            )
+        })
+    }
+
     /// Acts on what servicing a connection decided.
     pub(crate) fn apply(&mut self, id: HandleId, step: Step) {
         match step {
@@ -300,8 +337,9 @@ impl Stack {
             self.ready.push(id);
         }
         if self.wake.take_overflow() {
+            let handles = self.conns.keys().chain(self.listeners.keys());
             self.ready
-                .extend(self.conns.keys().chain(self.listeners.keys()).copied());
+                .extend(handles.chain(self.udp.bound.keys()).copied());
         }
     }
 
@@ -315,6 +353,8 @@ impl Stack {
                 self.apply(id, step);
             } else if self.listeners.contains_key(&id) {
                 self.service_listener(id);
+            } else if self.udp.bound.contains_key(&id) {
+                self.service_udp(id);
             }
         }
         if self.ready.is_empty() {
@@ -323,9 +363,15 @@ impl Stack {
     }
 
     /// Feeds queued packets to smoltcp one at a time, so a SYN for a listener finds exactly
-    /// the listening socket prepared for it.
+    /// the listening socket prepared for it. UDP datagrams go to their sockets instead and
+    /// never reach smoltcp.
     fn ingress(&mut self, timestamp: smoltcp::time::Instant) {
         while let Some(packet) = self.device.peek_inbound() {
+            if let Some(datagram) = parse_udp(packet) {
+                self.udp.deliver(datagram);
+                self.device.discard_inbound();
+                continue;
+            }
             let prepared = parse_syn(packet).and_then(|syn| self.prepare_accept(syn));
             let result =
                 self.iface
@@ -374,6 +420,7 @@ impl std::fmt::Debug for Stack {
             .field("sockets", &self.socket_count)
             .field("connections", &self.conns.len())
             .field("listeners", &self.listeners.len())
+            .field("udp_sockets", &self.udp.bound.len())
             .finish_non_exhaustive()
     }
 }
