@@ -8,7 +8,11 @@
 //! there splices the stream to the real service.
 
 pub mod node;
+pub mod ops;
 mod overlay;
 mod peer;
+pub mod services;
+mod view;
 
-pub use peer::{run, Sockets};
+pub use peer::{run, run_with_reload, ReloadRequest, Sockets};
+pub use services::ForwardSockets;

@@ -1,5 +1,7 @@
 //! The `pinhole` command: one binary for every peer; the config decides the role.
 
+mod setup;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +10,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use pinhole_config::keys::PrivateKey;
 use pinhole_config::{Config, ConfigError};
+use std::sync::Arc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -40,6 +44,73 @@ enum Command {
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
     },
+    /// Show a running peer: its peers (like `wg show`), forwards and exposes.
+    Status {
+        /// The running peer's config file (it names the control socket).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a running peer re-read its config file and apply what changed.
+    ///
+    /// Unchanged forwards and exposes keep their live connections; a file
+    /// that no longer validates changes nothing. SIGHUP does the same.
+    Reload {
+        /// The running peer's config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Write a matched relay and home config with fresh keys.
+    Init {
+        /// The relay's public address, HOST:PORT (the relay listens on PORT).
+        #[arg(long, value_name = "HOST:PORT")]
+        endpoint: String,
+        /// A public port on the relay and the home service it reaches,
+        /// PUBLIC_PORT:HOST:PORT (repeatable).
+        #[arg(long, value_name = "PUBLIC_PORT:HOST:PORT")]
+        forward: Vec<String>,
+        /// Folder for relay.toml and home.toml (created; files are never overwritten).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Add a peer (a laptop, a phone) to a relay's config and print the peer's own config.
+    AddPeer {
+        /// The relay's config file; the peer is appended, comments kept.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// A unique name for the new peer.
+        #[arg(long)]
+        name: String,
+        /// The relay's public HOST:PORT, written into the new peer's config.
+        #[arg(long, value_name = "HOST:PORT")]
+        endpoint: Option<String>,
+        /// Print a wg-quick .conf (for the WireGuard apps) instead of a Pinhole config.
+        #[arg(long)]
+        wg: bool,
+        /// Also print the wg-quick config as a QR code, for phones.
+        #[arg(long)]
+        qr: bool,
+    },
+    /// Print a config as a wg-quick .conf using only keys every WireGuard app accepts.
+    Export {
+        /// wg-quick format (the only format so far).
+        #[arg(long, required = true)]
+        wg: bool,
+        /// The Pinhole config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print a Pinhole config made from a wg-quick .conf.
+    Import {
+        /// wg-quick format (the only format so far).
+        #[arg(long, required = true)]
+        wg: bool,
+        /// The wg-quick .conf file.
+        #[arg(value_name = "FILE.conf")]
+        file: PathBuf,
+    },
     /// Validate a config file and print what the peer would do.
     ///
     /// Exits 0 when the file is good; otherwise lists every problem with its
@@ -58,6 +129,22 @@ fn main() -> ExitCode {
         Command::Pubkey => pubkey(),
         Command::Check { config } => return check(&config),
         Command::Up { config, verbose } => up(&config, verbose),
+        Command::Status { config, json } => status(&config, json),
+        Command::Reload { config } => reload(&config),
+        Command::Init {
+            endpoint,
+            forward,
+            out,
+        } => setup::init(&endpoint, &forward, &out),
+        Command::AddPeer {
+            config,
+            name,
+            endpoint,
+            wg,
+            qr,
+        } => setup::add_peer(&config, &name, endpoint.as_deref(), wg, qr),
+        Command::Export { wg: _, config } => setup::export_wg(&config),
+        Command::Import { wg: _, file } => setup::import_wg(&file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,7 +198,10 @@ fn report_config_error(e: &ConfigError) {
                 eprintln!("{p}");
             }
             let n = problems.len();
-            eprintln!("{n} problem{} found; nothing was started", if n == 1 { "" } else { "s" });
+            eprintln!(
+                "{n} problem{} found; nothing was started",
+                if n == 1 { "" } else { "s" }
+            );
         }
         other => eprintln!("pinhole: {other}"),
     }
@@ -123,7 +213,11 @@ fn up(path: &std::path::Path, verbose: u8) -> Result<()> {
         Ok(l) => l,
         Err(e) => {
             report_config_error(&e);
-            anyhow::bail!("{} is not a valid config; run `pinhole check -c {}`", path.display(), path.display());
+            anyhow::bail!(
+                "{} is not a valid config; run `pinhole check -c {}`",
+                path.display(),
+                path.display()
+            );
         }
     };
     for w in &loaded.warnings {
@@ -137,15 +231,86 @@ fn up(path: &std::path::Path, verbose: u8) -> Result<()> {
         let config = loaded.config;
         let sockets = pinhole::Sockets::bind(&config).await?;
         let shutdown = CancellationToken::new();
+        let reload = Arc::new(Notify::new());
         tokio::spawn(watch_signals(shutdown.clone()));
-        pinhole::run(config, sockets, shutdown).await
+        tokio::spawn(watch_hangup(reload.clone()));
+        pinhole::run_with_reload(config, sockets, shutdown, reload).await
     })
+}
+
+/// SIGHUP: re-read the config file, as daemons do.
+async fn watch_hangup(reload: Arc<Notify>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP; use `pinhole reload` instead");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        reload.notify_one();
+    }
+}
+
+/// Loads a config only to find a running peer's sockets; problems are fatal.
+fn load_for_control(path: &std::path::Path) -> Result<Config> {
+    match Config::load(path) {
+        Ok(l) => Ok(l.config),
+        Err(e) => {
+            report_config_error(&e);
+            anyhow::bail!(
+                "{} is not a valid config; run `pinhole check -c {}`",
+                path.display(),
+                path.display()
+            )
+        }
+    }
+}
+
+fn client_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn status(path: &std::path::Path, json: bool) -> Result<()> {
+    let config = load_for_control(path)?;
+    let socket = config.control_socket_path();
+    let status = client_runtime()?
+        .block_on(pinhole::ops::control::fetch_status(&socket))
+        .with_context(|| format!("asking the peer of {} for its status", path.display()))?;
+    if json {
+        println!("{}", serde_json::to_string(&status)?);
+    } else {
+        print!(
+            "{}",
+            pinhole::ops::status::render_text(&status, std::time::SystemTime::now())
+        );
+    }
+    Ok(())
+}
+
+fn reload(path: &std::path::Path) -> Result<()> {
+    let config = load_for_control(path)?;
+    let socket = config.control_socket_path();
+    let answer = client_runtime()?
+        .block_on(pinhole::ops::control::send_reload(&socket))
+        .with_context(|| format!("asking the peer of {} to reload", path.display()))?;
+    match answer {
+        Ok(changes) => {
+            println!("{changes}");
+            Ok(())
+        }
+        Err(why) => anyhow::bail!("reload refused, the peer keeps running as it was:\n{why}"),
+    }
 }
 
 /// First SIGINT/SIGTERM: stop accepting and drain. A second one: leave now.
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop pinhole with SIGKILL");
         return;
     };

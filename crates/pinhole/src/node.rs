@@ -11,10 +11,24 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use pinhole_netstack::Stack;
-use pinhole_wg::Wg;
+use pinhole_wg::{PeerStats, UpdateReport, Wg, WgConfig, WgError};
 use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// What the rest of the process may ask of the node loop. The engine is owned
+/// by the loop, so questions about it and changes to it travel as messages.
+pub enum Command {
+    /// Every peer's public key and figures, in config order (for `status`).
+    Peers(oneshot::Sender<Vec<([u8; 32], PeerStats)>>),
+    /// Apply a changed peer list, keeping the sessions of unchanged peers (reload).
+    Update(WgConfig, oneshot::Sender<Result<UpdateReport, WgError>>),
+}
+
+/// Room for a few outstanding commands; they come from people and reloads,
+/// not from traffic, so a small bound is plenty.
+pub const COMMAND_QUEUE: usize = 16;
 
 /// Largest datagram we accept: a UDP payload can be no larger.
 const MAX_DATAGRAM: usize = 65_535;
@@ -35,6 +49,7 @@ pub async fn run(
     udp: UdpSocket,
     mut wg: Wg,
     mut stack: Stack,
+    mut commands: mpsc::Receiver<Command>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let dual_stack = udp.local_addr()?.is_ipv6();
@@ -72,6 +87,14 @@ pub async fn run(
                 }
             }
             _ = stack.wait() => {}
+            Some(command) = commands.recv() => match command {
+                Command::Peers(reply) => {
+                    let _ = reply.send(wg.peers().map(|(_, key, stats)| (key, stats)).collect());
+                }
+                Command::Update(config, reply) => {
+                    let _ = reply.send(wg.update(config, std::time::Instant::now()));
+                }
+            },
             _ = tokio::time::sleep_until(deadline) => {}
         }
 
@@ -94,8 +117,7 @@ pub async fn run(
                 transmit.dst
             };
             if let Err(e) = udp.send_to(&transmit.payload, dst).await {
-                let due = last_send_error_log
-                    .is_none_or(|at| at.elapsed() >= SEND_ERROR_LOG_EVERY);
+                let due = last_send_error_log.is_none_or(|at| at.elapsed() >= SEND_ERROR_LOG_EVERY);
                 if due {
                     tracing::warn!(to = %transmit.dst, error = %e, "cannot send to peer (repeats are not logged for 10 s)");
                     last_send_error_log = Some(Instant::now());
@@ -122,10 +144,7 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
 /// addresses, so IPv4 destinations are written in their mapped form.
 fn mapped(addr: SocketAddr) -> SocketAddr {
     match addr {
-        SocketAddr::V4(v4) => SocketAddr::new(
-            IpAddr::V6(v4.ip().to_ipv6_mapped()),
-            v4.port(),
-        ),
+        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
         SocketAddr::V6(_) => addr,
     }
 }

@@ -1,4 +1,5 @@
-//! One running peer: everything a config file asks for, wired together.
+//! One running peer: everything a config file asks for, wired together, and
+//! changed in place on reload.
 //!
 //! The caller binds the sockets ([`Sockets::bind`], or its own on port 0 in
 //! tests) and owns the shutdown signal; [`run`] returns once every task it
@@ -9,16 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use pinhole_config::{Config, Forward, Expose};
-use pinhole_forward::{serve_with_tracker, Counters, Limits, TaskTracker, TcpDialer};
+use pinhole_config::{Config, Expose, Forward};
+use pinhole_forward::TaskTracker;
 use pinhole_netstack::{Overlay, StackConfig};
 use pinhole_wg::{PeerConfig, Wg, WgConfig};
-use tokio::net::{TcpListener, UdpSocket};
-use tokio::task::JoinSet;
+use tokio::net::{TcpListener, UdpSocket, UnixListener};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::node;
-use crate::overlay::{OverlayAcceptor, OverlayDialer};
+use crate::node::{self, Command};
+use crate::ops;
+use crate::services::{self, ForwardSockets, Running};
+use crate::view::{ServiceView, Snapshot, View};
 
 /// How long live connections may take to finish after a shutdown signal
 /// before the tunnel is torn down under them.
@@ -29,44 +32,121 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 pub struct Sockets {
     /// The WireGuard UDP socket.
     pub udp: UdpSocket,
-    /// One listener per `[[forward]]`, in config order.
-    pub forwards: Vec<TcpListener>,
+    /// The sockets of each `[[forward]]`, in config order.
+    pub forwards: Vec<ForwardSockets>,
+    /// The control socket (`pinhole status`, `pinhole reload`), if any.
+    pub control: Option<UnixListener>,
+    /// WireGuard's UAPI socket (`wg show`), if any.
+    pub uapi: Option<UnixListener>,
+    /// The Prometheus endpoint (`[metrics] listen`), if any.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Sockets {
     /// Binds every socket the config names, with errors that say which.
     pub async fn bind(config: &Config) -> Result<Sockets> {
         let port = config.interface.listen_port.unwrap_or(0);
-        let udp = node::bind_udp(port)
-            .with_context(|| format!("binding the WireGuard UDP port {port} ([interface] listen_port)"))?;
+        let udp = node::bind_udp(port).with_context(|| {
+            format!(
+                "binding the WireGuard UDP port {port} ([interface] listen_port in {})",
+                config.path.display()
+            )
+        })?;
         let mut forwards = Vec::with_capacity(config.forwards.len());
         for f in &config.forwards {
-            let listener = TcpListener::bind(f.listen).await.with_context(|| {
-                format!("forward {:?}: cannot listen on {} (is another program using it?)", f.name, f.listen)
-            })?;
-            forwards.push(listener);
+            forwards.push(services::bind_forward(f).await?);
         }
-        Ok(Sockets { udp, forwards })
+        let control_path = config.control_socket_path();
+        let control = ops::control::bind_control(&control_path).with_context(|| {
+            format!(
+                "binding the control socket {} (set [interface] control_socket to choose another path)",
+                control_path.display()
+            )
+        })?;
+        let uapi_path = config.uapi_socket_path();
+        let uapi = match ops::uapi::bind_uapi(&uapi_path) {
+            Ok(l) => Some(l),
+            Err(e) if config.interface.uapi_socket.is_some() => {
+                return Err(e)
+                    .with_context(|| format!("binding the UAPI socket {}", uapi_path.display()));
+            }
+            Err(e) => {
+                tracing::debug!(path = %uapi_path.display(), error = %e, "no UAPI socket: `wg show` will not see this peer");
+                None
+            }
+        };
+        let metrics = match &config.metrics {
+            Some(m) => Some(
+                TcpListener::bind(m.listen)
+                    .await
+                    .with_context(|| format!("[metrics] listen: cannot listen on {}", m.listen))?,
+            ),
+            None => None,
+        };
+        Ok(Sockets {
+            udp,
+            forwards,
+            control: Some(control),
+            uapi,
+            metrics,
+        })
+    }
+
+    /// Only the WireGuard socket and the forwards' sockets: what tests and
+    /// embedders use when they want no control, UAPI or metrics sockets.
+    pub fn new(udp: UdpSocket, forwards: Vec<ForwardSockets>) -> Sockets {
+        Sockets {
+            udp,
+            forwards,
+            control: None,
+            uapi: None,
+            metrics: None,
+        }
     }
 }
 
+/// Asks a running peer to re-read its config file; the answer says what changed.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+
 /// Runs the peer described by `config` on `sockets` until `shutdown` is cancelled.
 ///
+/// `reload` (SIGHUP) makes it re-read its config file and apply what changed.
 /// On shutdown it stops accepting, gives live connections [`DRAIN_GRACE`] to
 /// finish, then stops the tunnel.
 pub async fn run(config: Config, sockets: Sockets, shutdown: CancellationToken) -> Result<()> {
-    let wg = Wg::new(wg_config(&config).await?, Instant::now()).context("starting the WireGuard engine")?;
+    run_with_reload(config, sockets, shutdown, Arc::new(Notify::new())).await
+}
+
+/// [`run`], plus reloads whenever `reload` is notified (main wires SIGHUP to it).
+pub async fn run_with_reload(
+    config: Config,
+    sockets: Sockets,
+    shutdown: CancellationToken,
+    reload: Arc<Notify>,
+) -> Result<()> {
+    let wg = Wg::new(wg_config(&config).await?, Instant::now())
+        .context("starting the WireGuard engine")?;
     let addresses = config
         .interface
         .addresses
         .iter()
         .map(|c| (c.addr(), c.prefix()))
         .collect();
-    let (stack, overlay) = pinhole_netstack::new(StackConfig::new(addresses, usize::from(config.interface.mtu)));
+    let (stack, overlay) = pinhole_netstack::new(StackConfig::new(
+        addresses,
+        usize::from(config.interface.mtu),
+    ));
 
     let node_stop = CancellationToken::new();
     let local = sockets.udp.local_addr()?;
-    let mut node_task = tokio::spawn(node::run(sockets.udp, wg, stack, node_stop.clone()));
+    let (node_tx, node_rx) = mpsc::channel(node::COMMAND_QUEUE);
+    let mut node_task = tokio::spawn(node::run(
+        sockets.udp,
+        wg,
+        stack,
+        node_rx,
+        node_stop.clone(),
+    ));
     tracing::info!(
         public_key = %config.interface.private_key.public_key(),
         udp = %local,
@@ -74,45 +154,83 @@ pub async fn run(config: Config, sockets: Sockets, shutdown: CancellationToken) 
         "pinhole is up"
     );
 
-    let accept_stop = shutdown.child_token();
-    let mut servers = JoinSet::new();
-    for (f, listener) in config.forwards.iter().zip(sockets.forwards) {
-        start_forward(&mut servers, f, listener, &overlay, &accept_stop)?;
+    let mut peer = Peer {
+        config,
+        overlay,
+        forwards: Vec::new(),
+        exposes: Vec::new(),
+        draining: Vec::new(),
+    };
+    for (f, s) in peer.config.forwards.clone().iter().zip(sockets.forwards) {
+        peer.forwards
+            .push((f.clone(), services::start_forward(f, s, &peer.overlay)?));
     }
-    for e in &config.exposes {
-        start_expose(&mut servers, e, &overlay, &accept_stop).await?;
+    for e in peer.config.exposes.clone() {
+        let running =
+            services::start_expose(&e, &peer.overlay, &peer.config.interface.addresses).await?;
+        peer.exposes.push((e, running));
     }
 
-    let outcome = tokio::select! {
-        _ = shutdown.cancelled() => Ok(()),
-        ended = &mut node_task => match ended {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context("the tunnel stopped")),
-            Err(e) => Err(anyhow::Error::new(e).context("the tunnel task failed")),
-        },
-        Some(ended) = servers.join_next() => match ended {
-            Ok(Ok(tracker)) => { tracker.close(); Ok(()) }
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(anyhow::Error::new(e).context("a forwarding task failed")),
-        },
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let view = Arc::new(View::new(
+        node_tx.clone(),
+        reload_tx,
+        local.port(),
+        peer.snapshot(),
+    ));
+    let ops_stop = CancellationToken::new();
+    let mut ops_tasks = tokio::task::JoinSet::new();
+    if let Some(l) = sockets.control {
+        ops_tasks.spawn(ops::control::serve_control(
+            l,
+            view.clone(),
+            ops_stop.clone(),
+        ));
+    }
+    if let Some(l) = sockets.uapi {
+        ops_tasks.spawn(ops::uapi::serve_uapi(l, view.clone(), ops_stop.clone()));
+    }
+    if let Some(l) = sockets.metrics {
+        ops_tasks.spawn(ops::metrics::serve_metrics(
+            l,
+            view.clone(),
+            ops_stop.clone(),
+        ));
+    }
+
+    let outcome = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            ended = &mut node_task => break match ended {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::Error::new(e).context("the tunnel stopped")),
+                Err(e) => Err(anyhow::Error::new(e).context("the tunnel task failed")),
+            },
+            _ = reload.notified() => match peer.reload(&node_tx).await {
+                Ok(changes) => tracing::info!("reloaded {}: {changes}", peer.config.path.display()),
+                Err(why) => tracing::warn!("reload refused, nothing changed: {why}"),
+            },
+            Some(reply) = reload_rx.recv() => {
+                let result = peer.reload(&node_tx).await;
+                match &result {
+                    Ok(changes) => tracing::info!("reloaded {}: {changes}", peer.config.path.display()),
+                    Err(why) => tracing::warn!("reload refused, nothing changed: {why}"),
+                }
+                let _ = reply.send(result);
+            }
+        }
+        view.set(peer.snapshot());
     };
 
-    accept_stop.cancel();
-    let mut trackers = Vec::new();
-    while let Some(ended) = servers.join_next().await {
-        if let Ok(Ok(tracker)) = ended {
-            trackers.push(tracker);
-        }
-    }
-    let drained = async {
-        for t in &trackers {
-            t.close();
-            t.wait().await;
-        }
-    };
-    if tokio::time::timeout(DRAIN_GRACE, drained).await.is_err() {
+    peer.stop_accepting().await;
+    if tokio::time::timeout(DRAIN_GRACE, peer.drain())
+        .await
+        .is_err()
+    {
         tracing::warn!("live connections did not finish within {DRAIN_GRACE:?}; closing them");
     }
+    ops_stop.cancel();
+    while ops_tasks.join_next().await.is_some() {}
     node_stop.cancel();
     if !node_task.is_finished() {
         let _ = node_task.await;
@@ -120,66 +238,199 @@ pub async fn run(config: Config, sockets: Sockets, shutdown: CancellationToken) 
     outcome
 }
 
-type Server = anyhow::Result<TaskTracker>;
-
-fn start_forward(
-    servers: &mut JoinSet<Server>,
-    f: &Forward,
-    listener: TcpListener,
-    overlay: &Overlay,
-    stop: &CancellationToken,
-) -> Result<()> {
-    let listen = listener.local_addr()?;
-    tracing::info!(name = %f.name, %listen, to = %f.to, "forward ready");
-    let name = f.name.clone();
-    let dialer = OverlayDialer::new(overlay.clone(), f.to);
-    let limits = limits(f.connect_timeout, f.idle_timeout, f.max_connections);
-    let stop = stop.clone();
-    servers.spawn(async move {
-        let tracker = TaskTracker::new();
-        let counters = Arc::new(Counters::default());
-        serve_with_tracker(&name, listener, dialer, limits, counters, stop, &tracker)
-            .await
-            .with_context(|| format!("forward {name:?} stopped"))?;
-        Ok(tracker)
-    });
-    Ok(())
+/// The parts of a running peer that a reload may change.
+struct Peer {
+    config: Config,
+    overlay: Overlay,
+    forwards: Vec<(Forward, Running)>,
+    exposes: Vec<(Expose, Running)>,
+    /// Connections of replaced services, still finishing.
+    draining: Vec<TaskTracker>,
 }
 
-async fn start_expose(
-    servers: &mut JoinSet<Server>,
-    e: &Expose,
-    overlay: &Overlay,
-    stop: &CancellationToken,
-) -> Result<()> {
-    let listener = overlay
-        .listen(e.listen)
-        .await
-        .with_context(|| format!("expose {:?}: cannot listen on overlay {}", e.name, e.listen))?;
-    tracing::info!(name = %e.name, listen = %e.listen, to = %e.to, "expose ready");
-    let name = e.name.clone();
-    let dialer = TcpDialer::new(e.to.host.clone(), e.to.port);
-    let limits = limits(e.connect_timeout, e.idle_timeout, e.max_connections);
-    let stop = stop.clone();
-    servers.spawn(async move {
-        let tracker = TaskTracker::new();
-        let counters = Arc::new(Counters::default());
-        let acceptor = OverlayAcceptor(listener);
-        serve_with_tracker(&name, acceptor, dialer, limits, counters, stop, &tracker)
-            .await
-            .with_context(|| format!("expose {name:?} stopped"))?;
-        Ok(tracker)
-    });
-    Ok(())
-}
-
-fn limits(connect_timeout: Duration, idle_timeout: Duration, max_connections: usize) -> Limits {
-    Limits {
-        connect_timeout,
-        idle_timeout,
-        max_connections,
-        ..Limits::default()
+impl Peer {
+    fn snapshot(&self) -> Snapshot {
+        let view =
+            |name: &str, protocol: String, listen: &str, to: String, r: &Running| ServiceView {
+                name: name.to_string(),
+                protocol,
+                listen: listen.to_string(),
+                to,
+                counters: r.counters.clone(),
+            };
+        let forwards = self
+            .forwards
+            .iter()
+            .map(|(f, r)| view(&f.name, f.protocol.to_string(), &r.listen, f.show_to(), r))
+            .collect();
+        let exposes = self
+            .exposes
+            .iter()
+            .map(|(e, r)| {
+                view(
+                    &e.name,
+                    e.protocol.to_string(),
+                    &r.listen,
+                    e.to.to_string(),
+                    r,
+                )
+            })
+            .collect();
+        (Arc::new(self.config.clone()), forwards, exposes)
     }
+
+    /// Re-reads the config file and applies what changed: peers in the
+    /// engine (sessions of unchanged peers kept), forwards and exposes by
+    /// name (unchanged ones untouched, live connections of changed ones left
+    /// to finish). A file that does not load changes nothing.
+    async fn reload(&mut self, node: &mpsc::Sender<Command>) -> Result<String, String> {
+        let path = self.config.path.clone();
+        let loaded = pinhole_config::Config::load(&path).map_err(|e| format!("{e:#}"))?;
+        let new = loaded.config;
+        let wg = wg_config(&new).await.map_err(|e| format!("{e:#}"))?;
+        let (tx, rx) = oneshot::channel();
+        node.send(Command::Update(wg, tx))
+            .await
+            .map_err(|_| "the tunnel has stopped".to_string())?;
+        let report = rx
+            .await
+            .map_err(|_| "the tunnel has stopped".to_string())?
+            .map_err(|e| format!("{e}"))?;
+
+        let mut changes = Vec::new();
+        if report.private_key_changed {
+            changes.push("new private key".to_string());
+        }
+        for (what, n) in [
+            ("peers added", report.added.len()),
+            ("peers removed", report.removed.len()),
+            ("peers re-keyed", report.restarted.len()),
+        ] {
+            if n > 0 {
+                changes.push(format!("{n} {what}"));
+            }
+        }
+        let restart = restart_needed(&self.config, &new);
+
+        let old_forwards = std::mem::take(&mut self.forwards);
+        let mut starting = Vec::new();
+        for (f, mut running) in old_forwards {
+            match new.forwards.iter().find(|n| n.name == f.name) {
+                Some(n) if *n == f => self.forwards.push((f, running)),
+                _ => {
+                    running.stop_accepting().await;
+                    self.draining.push(running.tracker.clone());
+                    changes.push(format!("forward {:?} stopped", f.name));
+                }
+            }
+        }
+        for f in &new.forwards {
+            if self.forwards.iter().any(|(old, _)| old.name == f.name) {
+                continue;
+            }
+            let started = match services::bind_forward(f).await {
+                Ok(sockets) => services::start_forward(f, sockets, &self.overlay),
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok(running) => {
+                    starting.push(f.name.clone());
+                    self.forwards.push((f.clone(), running));
+                }
+                Err(e) => changes.push(format!("forward {:?} NOT started: {e:#}", f.name)),
+            }
+        }
+        let old_exposes = std::mem::take(&mut self.exposes);
+        for (e, mut running) in old_exposes {
+            match new.exposes.iter().find(|n| n.name == e.name) {
+                Some(n) if *n == e => self.exposes.push((e, running)),
+                _ => {
+                    running.stop_accepting().await;
+                    self.draining.push(running.tracker.clone());
+                    changes.push(format!("expose {:?} stopped", e.name));
+                }
+            }
+        }
+        for e in &new.exposes {
+            if self.exposes.iter().any(|(old, _)| old.name == e.name) {
+                continue;
+            }
+            match services::start_expose(e, &self.overlay, &self.config.interface.addresses).await {
+                Ok(running) => {
+                    starting.push(e.name.clone());
+                    self.exposes.push((e.clone(), running));
+                }
+                Err(err) => changes.push(format!("expose {:?} NOT started: {err:#}", e.name)),
+            }
+        }
+        // Keep config order, so status reads like the file.
+        self.forwards
+            .sort_by_key(|(f, _)| new.forwards.iter().position(|n| n.name == f.name));
+        self.exposes
+            .sort_by_key(|(e, _)| new.exposes.iter().position(|n| n.name == e.name));
+        for name in starting {
+            changes.push(format!("{name:?} started"));
+        }
+        for w in &loaded.warnings {
+            changes.push(format!("warning: {w}"));
+        }
+        if !restart.is_empty() {
+            changes.push(format!("restart needed to apply: {}", restart.join(", ")));
+        }
+        // The interface keeps its running values until a restart.
+        let interface = self.config.interface.clone();
+        self.config = new;
+        self.config.interface.addresses = interface.addresses;
+        self.config.interface.mtu = interface.mtu;
+        self.config.interface.listen_port = interface.listen_port;
+        Ok(if changes.is_empty() {
+            "nothing changed".to_string()
+        } else {
+            changes.join("; ")
+        })
+    }
+
+    async fn stop_accepting(&mut self) {
+        let forwards = self.forwards.iter_mut().map(|(_, r)| r);
+        for r in forwards.chain(self.exposes.iter_mut().map(|(_, r)| r)) {
+            r.stop_accepting().await;
+        }
+    }
+
+    async fn drain(&self) {
+        let trackers = self
+            .forwards
+            .iter()
+            .map(|(_, r)| &r.tracker)
+            .chain(self.exposes.iter().map(|(_, r)| &r.tracker))
+            .chain(self.draining.iter());
+        for t in trackers {
+            t.close();
+            t.wait().await;
+        }
+    }
+}
+
+/// Interface settings that the running stack and sockets cannot change in place.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.interface, &new.interface);
+    let mut out = Vec::new();
+    if o.addresses != n.addresses {
+        out.push("[interface] address");
+    }
+    if o.mtu != n.mtu {
+        out.push("[interface] mtu");
+    }
+    if o.listen_port != n.listen_port {
+        out.push("[interface] listen_port");
+    }
+    if o.control_socket != n.control_socket
+        || o.uapi_socket != n.uapi_socket
+        || old.metrics != new.metrics
+    {
+        out.push("control, UAPI or metrics sockets");
+    }
+    out
 }
 
 /// Translates the checked config into the engine's terms, resolving endpoint
@@ -194,7 +445,9 @@ async fn wg_config(config: &Config) -> Result<WgConfig> {
                 let resolved = tokio::task::spawn_blocking(move || ep.resolve())
                     .await
                     .context("resolver task failed")?
-                    .with_context(|| format!("peer {:?}: cannot resolve endpoint {shown}", p.name))?;
+                    .with_context(|| {
+                        format!("peer {:?}: cannot resolve endpoint {shown}", p.name)
+                    })?;
                 Some(node::canonical(resolved))
             }
             None => None,
@@ -202,15 +455,25 @@ async fn wg_config(config: &Config) -> Result<WgConfig> {
         peers.push(PeerConfig {
             public_key: *p.public_key.as_bytes(),
             preshared_key: p.preshared_key.as_ref().map(|k| *k.as_bytes()),
-            allowed_ips: p.allowed_ips.iter().map(|c| (c.addr(), c.prefix())).collect(),
+            allowed_ips: p
+                .allowed_ips
+                .iter()
+                .map(|c| (c.addr(), c.prefix()))
+                .collect(),
             endpoint,
             persistent_keepalive: p.persistent_keepalive,
         });
     }
-    let own_addresses: Vec<IpAddr> = config.interface.addresses.iter().map(|c| c.addr()).collect();
+    let own_addresses: Vec<IpAddr> = config
+        .interface
+        .addresses
+        .iter()
+        .map(|c| c.addr())
+        .collect();
     Ok(WgConfig {
         private_key: *config.interface.private_key.as_bytes(),
         own_addresses,
         peers,
+        route_between_peers: config.interface.route_between_peers,
     })
 }

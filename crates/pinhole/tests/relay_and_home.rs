@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use pinhole::ForwardSockets;
 use pinhole_config::keys::PrivateKey;
 use pinhole_config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,7 +27,9 @@ impl Tunnel {
     async fn stop(self) {
         self.shutdown.cancel();
         for t in self.tasks {
-            let ended = tokio::time::timeout(DEADLINE, t).await.expect("peer did not stop");
+            let ended = tokio::time::timeout(DEADLINE, t)
+                .await
+                .expect("peer did not stop");
             ended.expect("peer task panicked").expect("peer failed");
         }
     }
@@ -80,22 +83,28 @@ to = "{service}"
         home_key.to_base64(),
         relay_key.public_key()
     );
-    let relay = Config::parse(&relay_toml, Path::new("relay.toml")).expect("relay config").config;
-    let home = Config::parse(&home_toml, Path::new("home.toml")).expect("home config").config;
+    let relay = Config::parse(&relay_toml, Path::new("relay.toml"))
+        .expect("relay config")
+        .config;
+    let home = Config::parse(&home_toml, Path::new("home.toml"))
+        .expect("home config")
+        .config;
 
     let public_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let public = public_listener.local_addr().unwrap();
-    let relay_sockets = pinhole::Sockets { udp: relay_udp, forwards: vec![public_listener] };
-    let home_sockets = pinhole::Sockets {
-        udp: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-        forwards: vec![],
-    };
+    let relay_sockets =
+        pinhole::Sockets::new(relay_udp, vec![ForwardSockets::Tcp(vec![public_listener])]);
+    let home_sockets = pinhole::Sockets::new(UdpSocket::bind("127.0.0.1:0").await.unwrap(), vec![]);
     let shutdown = CancellationToken::new();
     let tasks = vec![
         tokio::spawn(pinhole::run(relay, relay_sockets, shutdown.clone())),
         tokio::spawn(pinhole::run(home, home_sockets, shutdown.clone())),
     ];
-    Tunnel { public, shutdown, tasks }
+    Tunnel {
+        public,
+        shutdown,
+        tasks,
+    }
 }
 
 /// A service that echoes every byte back and closes its write side when the
@@ -105,7 +114,9 @@ async fn echo_service() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let (mut r, mut w) = conn.split();
                 if tokio::io::copy(&mut r, &mut w).await.is_ok() {
@@ -119,14 +130,18 @@ async fn echo_service() -> SocketAddr {
 
 /// Sends `data` through the tunnel, half-closes, and returns what came back.
 async fn round_trip(public: SocketAddr, data: Vec<u8>) -> Vec<u8> {
-    let conn = TcpStream::connect(public).await.expect("connect to the relay's public port");
+    let conn = TcpStream::connect(public)
+        .await
+        .expect("connect to the relay's public port");
     let (mut r, mut w) = conn.into_split();
     let writer = tokio::spawn(async move {
         w.write_all(&data).await.expect("write through the tunnel");
         w.shutdown().await.expect("half-close");
     });
     let mut back = Vec::new();
-    r.read_to_end(&mut back).await.expect("read through the tunnel");
+    r.read_to_end(&mut back)
+        .await
+        .expect("read through the tunnel");
     writer.await.unwrap();
     back
 }
@@ -148,11 +163,16 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
 async fn wait_until_serving(public: SocketAddr) {
     let started = tokio::time::Instant::now();
     loop {
-        let probe = tokio::time::timeout(Duration::from_secs(5), round_trip(public, b"ping".to_vec())).await;
+        let probe =
+            tokio::time::timeout(Duration::from_secs(5), round_trip(public, b"ping".to_vec()))
+                .await;
         if matches!(probe, Ok(ref b) if b == b"ping") {
             return;
         }
-        assert!(started.elapsed() < DEADLINE, "the tunnel never carried a request");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the tunnel never carried a request"
+        );
     }
 }
 
@@ -190,7 +210,10 @@ async fn fifty_concurrent_connections_each_get_their_own_reply() {
         let mut ok = 0;
         while let Some(done) = clients.join_next().await {
             let (i, same) = done.unwrap();
-            assert!(same, "connection {i} got someone else's bytes or a short reply");
+            assert!(
+                same,
+                "connection {i} got someone else's bytes or a short reply"
+            );
             ok += 1;
         }
         ok
@@ -211,7 +234,9 @@ async fn a_client_that_half_closes_still_receives_the_whole_reply() {
     let expected = reply.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
             let reply = reply.clone();
             tokio::spawn(async move {
                 let mut request = Vec::new();
@@ -226,7 +251,11 @@ async fn a_client_that_half_closes_still_receives_the_whole_reply() {
 
     let started = tokio::time::Instant::now();
     let got = loop {
-        let got = tokio::time::timeout(Duration::from_secs(5), round_trip(tunnel.public, b"GET /".to_vec())).await;
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            round_trip(tunnel.public, b"GET /".to_vec()),
+        )
+        .await;
         if let Ok(got) = got {
             if !got.is_empty() {
                 break got;
@@ -242,7 +271,11 @@ async fn a_client_that_half_closes_still_receives_the_whole_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_backend_closes_the_public_connection_promptly() {
     // Nothing listens on this port: bind, learn the port, close.
-    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let live = echo_service().await;
     // Serving works (proved with a live backend first), then a dead one.
     let tunnel = start_tunnel(live).await;
@@ -252,7 +285,12 @@ async fn a_refused_backend_closes_the_public_connection_promptly() {
     let tunnel = start_tunnel(dead).await;
     let mut conn = TcpStream::connect(tunnel.public).await.unwrap();
     let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(DEADLINE, conn.read(&mut buf)).await.expect("public connection left hanging");
-    assert!(matches!(read, Ok(0) | Err(_)), "expected EOF or reset, got {read:?}");
+    let read = tokio::time::timeout(DEADLINE, conn.read(&mut buf))
+        .await
+        .expect("public connection left hanging");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "expected EOF or reset, got {read:?}"
+    );
     tunnel.stop().await;
 }
