@@ -518,6 +518,49 @@ check_big_transfer() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Operating a running peer: pinhole status, per-namespace files
+# ---------------------------------------------------------------------------------------------
+
+# has_command SUBCOMMAND : does this pinhole binary have `pinhole SUBCOMMAND`?
+has_command() {
+    "$PINHOLE" "$1" --help >/dev/null 2>&1
+}
+
+# skip_step "what is skipped" "why" : a step the binary cannot do yet, said out loud.
+skip_step() {
+    echo "$(stamp)   SKIPPED: $1 ($2)"
+}
+
+# json_get PYEXPR < JSON : print PYEXPR evaluated with `j` bound to the parsed JSON document
+# (None prints as "null"). Example: json_get 'j["forwards"][0]["total"]'
+json_get() {
+    python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+v = eval(sys.argv[1], {"j": j})
+print("null" if v is None else json.dumps(v) if isinstance(v, (dict, list)) else v)
+' "$1"
+}
+
+# service_stat CONFIG forwards|exposes NAME KEY : one figure of `pinhole status -c CONFIG --json`.
+service_stat() {
+    "$PINHOLE" status -c "$1" --json |
+        json_get "next(s for s in j['$2'] if s['name'] == '$3')['$4']"
+}
+
+# peer_stat CONFIG NAME KEY : one figure of a peer in `pinhole status -c CONFIG --json`.
+peer_stat() {
+    "$PINHOLE" status -c "$1" --json | json_get "next(p for p in j['peers'] if p['name'] == '$2')['$3']"
+}
+
+# ns_hosts NS "IP NAME..." : an /etc/hosts seen only by processes started in NS (`ip netns exec`
+# bind-mounts /etc/netns/NS/hosts over /etc/hosts). Removed with the namespace.
+ns_hosts() {
+    mkdir -p "/etc/netns/$1"
+    { cat /etc/hosts; echo "$2"; } >"/etc/netns/$1/hosts"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Cleanup
 # ---------------------------------------------------------------------------------------------
 
@@ -548,6 +591,7 @@ cleanup() {
     wait 2>/dev/null
     for ns in "${NAMESPACES[@]}"; do
         ip netns del "$ns" 2>/dev/null
+        [[ -d /etc/netns/$ns ]] && rm -rf "/etc/netns/$ns"
     done
     rm -f "/var/run/wireguard/$WG_IF_RELAY.sock" "/var/run/wireguard/$WG_IF_HOME.sock"
     if [[ ${KEEP_WORK:-0} == 1 ]]; then

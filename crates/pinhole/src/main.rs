@@ -185,13 +185,13 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            report_config_error(&e);
+            report_config_error(&e, "fix them and run `pinhole check` again");
             ExitCode::FAILURE
         }
     }
 }
 
-fn report_config_error(e: &ConfigError) {
+fn report_config_error(e: &ConfigError, outcome: &str) {
     match e {
         ConfigError::Invalid(problems) => {
             for p in problems {
@@ -199,11 +199,14 @@ fn report_config_error(e: &ConfigError) {
             }
             let n = problems.len();
             eprintln!(
-                "{n} problem{} found; nothing was started",
+                "{n} problem{} found; {outcome}",
                 if n == 1 { "" } else { "s" }
             );
         }
-        other => eprintln!("pinhole: {other}"),
+        other => match std::error::Error::source(other) {
+            Some(cause) => eprintln!("pinhole: {other}: {cause}"),
+            None => eprintln!("pinhole: {other}"),
+        },
     }
 }
 
@@ -212,7 +215,7 @@ fn up(path: &std::path::Path, verbose: u8) -> Result<()> {
     let loaded = match Config::load(path) {
         Ok(l) => l,
         Err(e) => {
-            report_config_error(&e);
+            report_config_error(&e, "nothing was started");
             anyhow::bail!(
                 "{} is not a valid config; run `pinhole check -c {}`",
                 path.display(),
@@ -255,7 +258,7 @@ fn load_for_control(path: &std::path::Path) -> Result<Config> {
     match Config::load(path) {
         Ok(l) => Ok(l.config),
         Err(e) => {
-            report_config_error(&e);
+            report_config_error(&e, "a running peer keeps its current config");
             anyhow::bail!(
                 "{} is not a valid config; run `pinhole check -c {}`",
                 path.display(),
@@ -331,6 +334,7 @@ fn init_logging(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
