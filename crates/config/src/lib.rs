@@ -15,13 +15,19 @@ mod describe;
 pub mod duration;
 mod endpoint;
 mod error;
+mod fields;
+mod interface;
 pub mod keys;
 mod paths;
+mod peers;
 mod policy;
 mod raw;
+mod schema;
 mod services;
 mod validate;
 
+#[cfg(test)]
+mod forwarding_golden_tests;
 #[cfg(test)]
 mod forwarding_tests;
 #[cfg(test)]
@@ -364,10 +370,7 @@ impl Expose {
     /// `to` as written: `host:port`, `host:first-last` for a range, or `socks`.
     pub fn show_to(&self) -> String {
         match &self.to {
-            ExposeTarget::Addr(e) if self.port_count > 1 => {
-                format!("{e}-{}", u32::from(e.port) + u32::from(self.port_count) - 1)
-            }
-            ExposeTarget::Addr(e) => e.to_string(),
+            ExposeTarget::Addr(e) => show_endpoint_range(e, self.port_count),
             ExposeTarget::Socks(_) => "socks".to_string(),
         }
     }
@@ -385,6 +388,15 @@ pub(crate) fn show_socket_range(addr: SocketAddr, count: u16) -> String {
         format!("{addr}-{}", u32::from(addr.port()) + u32::from(count) - 1)
     } else {
         addr.to_string()
+    }
+}
+
+/// `host:port`, or `host:first-last` when `count` is more than 1.
+pub(crate) fn show_endpoint_range(e: &Endpoint, count: u16) -> String {
+    if count > 1 {
+        format!("{e}-{}", u32::from(e.port) + u32::from(count) - 1)
+    } else {
+        e.to_string()
     }
 }
 

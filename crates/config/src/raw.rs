@@ -8,6 +8,11 @@
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
 use crate::error::{Report, Span};
+use crate::fields::{item_kind, span_of, value_kind, Fields};
+use crate::schema::{
+    suggest, EXPOSE_KEYS, FORWARD_KEYS, INTERFACE_KEYS, METRICS_KEYS, NOT_IN_EXPOSE,
+    NOT_IN_FORWARD, PEER_KEYS, TOP_KEYS,
+};
 
 /// A value and where it was written.
 #[derive(Debug, Clone)]
@@ -29,6 +34,14 @@ impl<T> Field<T> {
     pub(crate) fn ok(self) -> Option<Sp<T>> {
         match self {
             Field::Ok(v) => Some(v),
+            Field::Missing | Field::Bad => None,
+        }
+    }
+
+    /// Where the value was written, when present and well-typed.
+    pub(crate) fn span(&self) -> Option<Span> {
+        match self {
+            Field::Ok(v) => Some(v.span.clone()),
             Field::Missing | Field::Bad => None,
         }
     }
@@ -126,72 +139,6 @@ pub(crate) struct RawConfig {
     pub metrics: Option<RawMetrics>,
 }
 
-const TOP_KEYS: &[&str] = &["interface", "peer", "forward", "expose", "metrics"];
-const INTERFACE_KEYS: &[&str] = &[
-    "private_key",
-    "private_key_file",
-    "listen_port",
-    "address",
-    "mtu",
-    "route_between_peers",
-    "control_socket",
-    "uapi_socket",
-];
-const METRICS_KEYS: &[&str] = &["listen"];
-const PEER_KEYS: &[&str] = &[
-    "name",
-    "public_key",
-    "preshared_key",
-    "allowed_ips",
-    "endpoint",
-    "persistent_keepalive",
-];
-const FORWARD_KEYS: &[&str] = &[
-    "name",
-    "protocol",
-    "listen",
-    "to",
-    "connect_timeout",
-    "idle_timeout",
-    "max_connections",
-    "max_sessions",
-    "allow",
-    "deny",
-    "rate_limit",
-    "proxy_protocol",
-    "accept_proxy_protocol",
-];
-const EXPOSE_KEYS: &[&str] = &[
-    "name",
-    "protocol",
-    "listen",
-    "to",
-    "connect_timeout",
-    "idle_timeout",
-    "max_connections",
-    "max_sessions",
-    "allow",
-    "deny",
-    "rate_limit",
-    "username",
-    "password",
-    "allow_destinations",
-    "deny_destinations",
-];
-/// Keys of one kind of service written in the other, with where they belong.
-const FORWARD_ONLY: &str = "it belongs to a TCP [[forward]] (the listener clients reach first)";
-const EXPOSE_ONLY: &str = "it belongs to an [[expose]] with to = \"socks\" (a SOCKS exit)";
-const NOT_IN_FORWARD: &[(&str, &str)] = &[
-    ("username", EXPOSE_ONLY),
-    ("password", EXPOSE_ONLY),
-    ("allow_destinations", EXPOSE_ONLY),
-    ("deny_destinations", EXPOSE_ONLY),
-];
-const NOT_IN_EXPOSE: &[(&str, &str)] = &[
-    ("proxy_protocol", FORWARD_ONLY),
-    ("accept_proxy_protocol", FORWARD_ONLY),
-];
-
 /// Parses `text` and reads its tables. `None` means a TOML syntax error, already reported:
 /// nothing else can be said about a file that does not parse.
 pub(crate) fn read(text: &str, report: &mut Report<'_>) -> Option<RawConfig> {
@@ -280,30 +227,40 @@ fn syntax_fix(text: &str, message: &str, span: &Span) -> String {
     }
 }
 
-fn span_of(span: Option<Span>, fallback: &Span) -> Span {
-    span.unwrap_or_else(|| fallback.clone())
-}
-
-fn read_interface(item: &Item, key_span: &Span, report: &mut Report<'_>) -> Option<RawInterface> {
+/// `item` as the single table `[name]` (`fix` says how to write it when it is not one), with
+/// its span and its keys checked against `allowed`.
+fn single_table<'a>(
+    item: &'a Item,
+    name: &str,
+    allowed: &'a [&'a str],
+    key_span: &Span,
+    fix: &str,
+    report: &mut Report<'_>,
+) -> Option<(Fields<'a>, Span)> {
     let Some(table) = item.as_table_like() else {
-        let fix = if matches!(item, Item::ArrayOfTables(_)) {
-            "write [interface] (there is exactly one), not [[interface]]"
-        } else {
-            "write a table: [interface] on its own line, then its keys"
-        };
-        report.error(key_span, "interface", "must be a single table", fix);
+        report.error(key_span, name, "must be a single table", fix);
         return None;
     };
     let span = span_of(item.span(), key_span);
-    let f = Fields::new(
+    let fields = Fields::new(
         table,
-        "interface",
-        "[interface]",
-        INTERFACE_KEYS,
+        name,
+        &format!("[{name}]"),
+        allowed,
         &[],
         &span,
         report,
     );
+    Some((fields, span))
+}
+
+fn read_interface(item: &Item, key_span: &Span, report: &mut Report<'_>) -> Option<RawInterface> {
+    let fix = if matches!(item, Item::ArrayOfTables(_)) {
+        "write [interface] (there is exactly one), not [[interface]]"
+    } else {
+        "write a table: [interface] on its own line, then its keys"
+    };
+    let (f, span) = single_table(item, "interface", INTERFACE_KEYS, key_span, fix, report)?;
     Some(RawInterface {
         private_key: f.string("private_key", report),
         private_key_file: f.string("private_key_file", report),
@@ -318,25 +275,8 @@ fn read_interface(item: &Item, key_span: &Span, report: &mut Report<'_>) -> Opti
 }
 
 fn read_metrics(item: &Item, key_span: &Span, report: &mut Report<'_>) -> Option<RawMetrics> {
-    let Some(table) = item.as_table_like() else {
-        report.error(
-            key_span,
-            "metrics",
-            "must be a single table",
-            "write [metrics] on its own line, then listen = \"127.0.0.1:9100\"",
-        );
-        return None;
-    };
-    let span = span_of(item.span(), key_span);
-    let f = Fields::new(
-        table,
-        "metrics",
-        "[metrics]",
-        METRICS_KEYS,
-        &[],
-        &span,
-        report,
-    );
+    let fix = "write [metrics] on its own line, then listen = \"127.0.0.1:9100\"";
+    let (f, span) = single_table(item, "metrics", METRICS_KEYS, key_span, fix, report)?;
     Some(RawMetrics {
         listen: f.string("listen", report),
         span,
@@ -416,8 +356,7 @@ fn read_service(
         &span,
         report,
     );
-    // A key of the other kind was reported as unknown: read it as absent.
-    let only = |key: &str| keys.contains(&key);
+    // Keys of the other kind only read as absent (see `Fields`).
     RawService {
         name: f.string("name", report),
         protocol: f.string("protocol", report),
@@ -430,328 +369,12 @@ fn read_service(
         allow: f.string_list("allow", report),
         deny: f.string_list("deny", report),
         rate_limit: f.string("rate_limit", report),
-        proxy_protocol: if only("proxy_protocol") {
-            f.string("proxy_protocol", report)
-        } else {
-            Field::Missing
-        },
-        accept_proxy_protocol: if only("accept_proxy_protocol") {
-            f.boolean("accept_proxy_protocol", report)
-        } else {
-            Field::Missing
-        },
-        username: if only("username") {
-            f.string("username", report)
-        } else {
-            Field::Missing
-        },
-        password: if only("password") {
-            f.string("password", report)
-        } else {
-            Field::Missing
-        },
-        allow_destinations: if only("allow_destinations") {
-            f.string_list("allow_destinations", report)
-        } else {
-            Field::Missing
-        },
-        deny_destinations: if only("deny_destinations") {
-            f.string_list("deny_destinations", report)
-        } else {
-            Field::Missing
-        },
+        proxy_protocol: f.string("proxy_protocol", report),
+        accept_proxy_protocol: f.boolean("accept_proxy_protocol", report),
+        username: f.string("username", report),
+        password: f.string("password", report),
+        allow_destinations: f.string_list("allow_destinations", report),
+        deny_destinations: f.string_list("deny_destinations", report),
         span,
-    }
-}
-
-/// The keys of one table, after unknown ones were reported.
-struct Fields<'a> {
-    table: &'a dyn TableLike,
-    path: String,
-    fallback: Span,
-}
-
-impl<'a> Fields<'a> {
-    /// Reports every key not in `allowed`; `misplaced` says where keys that belong to another
-    /// table go, instead of guessing a near name.
-    fn new(
-        table: &'a dyn TableLike,
-        path: &str,
-        shown: &str,
-        allowed: &[&str],
-        misplaced: &[(&str, &str)],
-        fallback: &Span,
-        report: &mut Report<'_>,
-    ) -> Self {
-        for (name, _) in table.iter() {
-            if allowed.contains(&name) {
-                continue;
-            }
-            let span = span_of(table.key(name).and_then(|k| k.span()), fallback);
-            let hint = match misplaced.iter().find(|(k, _)| *k == name) {
-                Some((_, place)) => format!("{place}; "),
-                None => suggest(name, allowed)
-                    .map_or(String::new(), |s| format!("did you mean `{s}`? ")),
-            };
-            report.error(
-                &span,
-                &format!("{path}.{name}"),
-                format!("unknown key `{name}` in {shown}"),
-                format!("{hint}valid keys in {shown} are: {}", allowed.join(", ")),
-            );
-        }
-        Fields {
-            table,
-            path: path.to_string(),
-            fallback: fallback.clone(),
-        }
-    }
-
-    fn value(&self, key: &str) -> Option<(&'a Item, Span)> {
-        let item = self.table.get(key)?;
-        let key_span = span_of(self.table.key(key).and_then(|k| k.span()), &self.fallback);
-        Some((item, span_of(item.span(), &key_span)))
-    }
-
-    fn wrong_type(
-        &self,
-        report: &mut Report<'_>,
-        key: &str,
-        span: &Span,
-        item: &Item,
-        want: &str,
-        example: &str,
-    ) {
-        report.error(
-            span,
-            &format!("{}.{key}", self.path),
-            format!("expected {want}, found {}", item_kind(item)),
-            format!("write {key} = {example}"),
-        );
-    }
-
-    fn string(&self, key: &str, report: &mut Report<'_>) -> Field<String> {
-        let Some((item, span)) = self.value(key) else {
-            return Field::Missing;
-        };
-        match item {
-            Item::Value(Value::String(s)) => Field::Ok(Sp {
-                value: s.value().clone(),
-                span,
-            }),
-            _ => {
-                self.wrong_type(
-                    report,
-                    key,
-                    &span,
-                    item,
-                    "a string",
-                    "\"...\" (in double quotes)",
-                );
-                Field::Bad
-            }
-        }
-    }
-
-    fn integer(&self, key: &str, report: &mut Report<'_>) -> Field<i64> {
-        let Some((item, span)) = self.value(key) else {
-            return Field::Missing;
-        };
-        match item {
-            Item::Value(Value::Integer(n)) => Field::Ok(Sp {
-                value: *n.value(),
-                span,
-            }),
-            _ => {
-                self.wrong_type(
-                    report,
-                    key,
-                    &span,
-                    item,
-                    "an integer",
-                    "a number without quotes",
-                );
-                Field::Bad
-            }
-        }
-    }
-
-    fn boolean(&self, key: &str, report: &mut Report<'_>) -> Field<bool> {
-        let Some((item, span)) = self.value(key) else {
-            return Field::Missing;
-        };
-        match item {
-            Item::Value(Value::Boolean(b)) => Field::Ok(Sp {
-                value: *b.value(),
-                span,
-            }),
-            _ => {
-                self.wrong_type(
-                    report,
-                    key,
-                    &span,
-                    item,
-                    "a boolean",
-                    "true or false (without quotes)",
-                );
-                Field::Bad
-            }
-        }
-    }
-
-    fn duration(&self, key: &str, report: &mut Report<'_>) -> Field<RawDuration> {
-        let Some((item, span)) = self.value(key) else {
-            return Field::Missing;
-        };
-        match item {
-            Item::Value(Value::Integer(n)) => Field::Ok(Sp {
-                value: RawDuration::Secs(*n.value()),
-                span,
-            }),
-            Item::Value(Value::String(s)) => Field::Ok(Sp {
-                value: RawDuration::Text(s.value().clone()),
-                span,
-            }),
-            _ => {
-                self.wrong_type(
-                    report,
-                    key,
-                    &span,
-                    item,
-                    "a duration",
-                    "\"10s\" (or \"500ms\", \"5m\", \"1h\")",
-                );
-                Field::Bad
-            }
-        }
-    }
-
-    /// An array of strings; a single string is taken as a one-element list.
-    fn string_list(&self, key: &str, report: &mut Report<'_>) -> Field<Vec<Sp<String>>> {
-        let Some((item, span)) = self.value(key) else {
-            return Field::Missing;
-        };
-        match item {
-            Item::Value(Value::String(s)) => Field::Ok(Sp {
-                value: vec![Sp {
-                    value: s.value().clone(),
-                    span: span.clone(),
-                }],
-                span,
-            }),
-            Item::Value(Value::Array(arr)) => {
-                let mut out = Vec::new();
-                let mut bad = false;
-                for v in arr.iter() {
-                    let vspan = span_of(v.span(), &span);
-                    match v {
-                        Value::String(s) => out.push(Sp {
-                            value: s.value().clone(),
-                            span: vspan,
-                        }),
-                        _ => {
-                            bad = true;
-                            report.error(
-                                &vspan,
-                                &format!("{}.{key}", self.path),
-                                format!("expected a string, found {}", value_kind(v)),
-                                format!("write {key} = [\"...\", \"...\"] with each entry in double quotes"),
-                            );
-                        }
-                    }
-                }
-                if bad {
-                    Field::Bad
-                } else {
-                    Field::Ok(Sp { value: out, span })
-                }
-            }
-            _ => {
-                self.wrong_type(
-                    report,
-                    key,
-                    &span,
-                    item,
-                    "an array of strings",
-                    "[\"...\", \"...\"]",
-                );
-                Field::Bad
-            }
-        }
-    }
-}
-
-fn item_kind(item: &Item) -> &'static str {
-    match item {
-        Item::None => "nothing",
-        Item::Value(v) => value_kind(v),
-        Item::Table(_) => "a table",
-        Item::ArrayOfTables(_) => "an array of tables",
-    }
-}
-
-fn value_kind(v: &Value) -> &'static str {
-    match v {
-        Value::String(_) => "a string",
-        Value::Integer(_) => "an integer",
-        Value::Float(_) => "a float",
-        Value::Boolean(_) => "a boolean",
-        Value::Datetime(_) => "a date-time",
-        Value::Array(_) => "an array",
-        Value::InlineTable(_) => "a table",
-    }
-}
-
-/// The valid name closest to a misspelt one: the same ignoring case, `_` and `-` (wg-quick's
-/// `AllowedIPs` is our `allowed_ips`), or within two edits.
-pub(crate) fn suggest<'v>(name: &str, valid: &[&'v str]) -> Option<&'v str> {
-    let norm = |s: &str| -> String {
-        s.chars()
-            .filter(|c| *c != '_' && *c != '-')
-            .flat_map(char::to_lowercase)
-            .collect()
-    };
-    let n = norm(name);
-    valid
-        .iter()
-        .map(|v| (edit_distance(&n, &norm(v)), *v))
-        .filter(|(d, v)| *d <= 2 && *d < v.len())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, v)| v)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().take(64).collect();
-    let b: Vec<char> = b.chars().take(64).collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let subst = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggests_near_names() {
-        assert_eq!(suggest("peers", TOP_KEYS), Some("peer"));
-        assert_eq!(suggest("interfaces", TOP_KEYS), Some("interface"));
-        assert_eq!(suggest("Peer", TOP_KEYS), Some("peer"));
-        assert_eq!(suggest("AllowedIPs", PEER_KEYS), Some("allowed_ips"));
-        assert_eq!(suggest("allowed_ip", PEER_KEYS), Some("allowed_ips"));
-        assert_eq!(
-            suggest("PersistentKeepalive", PEER_KEYS),
-            Some("persistent_keepalive")
-        );
-        assert_eq!(suggest("banana", PEER_KEYS), None);
-        assert_eq!(suggest("max_session", FORWARD_KEYS), Some("max_sessions"));
-        assert_eq!(suggest("ratelimit", EXPOSE_KEYS), Some("rate_limit"));
     }
 }

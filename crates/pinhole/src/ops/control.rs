@@ -23,12 +23,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::server::{serve_clients, OnShutdown};
 use super::status::Status;
-use super::{ACCEPT_BACKOFF, MAX_CLIENTS, READ_TIMEOUT, SHUTDOWN_GRACE, WRITE_TIMEOUT};
+use super::{READ_TIMEOUT, WRITE_TIMEOUT};
 
 /// Longest request line the server reads, newline included.
 pub const MAX_REQUEST: usize = 1024;
@@ -144,49 +143,26 @@ impl Reply {
 }
 
 /// Serves the control socket until `shutdown` is cancelled, then removes the
-/// socket file. Requests still being answered get [`SHUTDOWN_GRACE`] to
+/// socket file. Requests still being answered get [`SHUTDOWN_GRACE`](super::SHUTDOWN_GRACE) to
 /// finish before they are dropped.
 pub async fn serve_control<C: Control>(
     listener: UnixListener,
     control: Arc<C>,
     shutdown: CancellationToken,
 ) {
-    let path = super::listener_path(&listener);
-    let permits = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let mut tasks = JoinSet::new();
-    loop {
-        // Reap finished handlers so the set does not grow.
-        while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-        };
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "control socket: accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
-        let control = control.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(e) = handle(stream, &*control, &shutdown).await {
-                tracing::debug!(error = %e, "control socket: client dropped");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    super::remove_socket_file(path.as_deref());
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        tasks.abort_all();
-    }
+    let token = shutdown.clone();
+    serve_clients(
+        listener,
+        "control socket",
+        shutdown,
+        OnShutdown::Finish,
+        control,
+        move |stream, control| {
+            let shutdown = token.clone();
+            async move { handle(stream, &*control, &shutdown).await }
+        },
+    )
+    .await;
 }
 
 async fn handle<C: Control>(
@@ -361,6 +337,7 @@ pub async fn send_reload(path: &Path) -> io::Result<Result<String, String>> {
 mod tests {
     use super::super::status::sample;
     use super::super::testutil::TempDir;
+    use super::super::MAX_CLIENTS;
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;

@@ -13,13 +13,12 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::control::Control;
+use super::server::{serve_clients, OnShutdown};
 use super::status::render_prometheus;
-use super::{ACCEPT_BACKOFF, MAX_CLIENTS, READ_TIMEOUT, SHUTDOWN_GRACE, WRITE_TIMEOUT};
+use super::{READ_TIMEOUT, WRITE_TIMEOUT};
 
 /// Largest request head (request line and headers) we read.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -30,45 +29,18 @@ pub async fn serve_metrics<C: Control>(
     source: Arc<C>,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let mut tasks = JoinSet::new();
-    loop {
-        while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-        };
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
-        let source = source.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                done = handle(stream, &*source) => if let Err(e) = done {
-                    tracing::debug!(error = %e, "metrics: client dropped");
-                },
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        tasks.abort_all();
-    }
+    serve_clients(
+        listener,
+        "metrics",
+        shutdown,
+        OnShutdown::Drop,
+        source,
+        handle,
+    )
+    .await;
 }
 
-async fn handle<C: Control>(mut stream: TcpStream, source: &C) -> io::Result<()> {
+async fn handle<C: Control>(mut stream: TcpStream, source: Arc<C>) -> io::Result<()> {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
         Err(_) => Head::Incomplete,

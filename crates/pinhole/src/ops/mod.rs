@@ -11,10 +11,12 @@
 //!
 //! Every server takes an already bound listener and a `CancellationToken`
 //! from the caller (tests bind temp paths and port 0), and bounds what one
-//! client can cost: request size, read time and concurrent connections.
+//! client can cost: request size, read time and concurrent connections
+//! (the accept loop they share is in `server`).
 
 pub mod control;
 pub mod metrics;
+mod server;
 pub mod status;
 pub mod uapi;
 

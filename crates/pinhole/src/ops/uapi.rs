@@ -38,11 +38,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{ACCEPT_BACKOFF, MAX_CLIENTS, READ_TIMEOUT, SHUTDOWN_GRACE, WRITE_TIMEOUT};
+use super::server::{serve_clients, OnShutdown};
+use super::{READ_TIMEOUT, WRITE_TIMEOUT};
 
 /// Longest request line we read.
 const MAX_LINE: usize = 1024;
@@ -130,49 +129,20 @@ pub async fn serve_uapi<S: UapiSource>(
     source: Arc<S>,
     shutdown: CancellationToken,
 ) {
-    let path = super::listener_path(&listener);
-    let permits = Arc::new(Semaphore::new(MAX_CLIENTS));
-    let mut tasks = JoinSet::new();
-    loop {
-        while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-        };
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "UAPI socket: accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
-        let source = source.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                done = handle(stream, &*source) => if let Err(e) = done {
-                    tracing::debug!(error = %e, "UAPI socket: client dropped");
-                },
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    super::remove_socket_file(path.as_deref());
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        tasks.abort_all();
-    }
+    serve_clients(
+        listener,
+        "UAPI socket",
+        shutdown,
+        OnShutdown::Drop,
+        source,
+        handle,
+    )
+    .await;
 }
 
 /// One connection may carry several operations, each ended by an empty line
 /// (as in wireguard-go); `wg` sends one and closes.
-async fn handle<S: UapiSource>(stream: UnixStream, source: &S) -> io::Result<()> {
+async fn handle<S: UapiSource>(stream: UnixStream, source: Arc<S>) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
     loop {
