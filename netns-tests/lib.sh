@@ -459,8 +459,10 @@ wait_relay_ready() {
 # ---------------------------------------------------------------------------------------------
 
 # wireguard_go_up NAME NS IFNAME ADDRESS/PREFIX WG_CONF : a wireguard-go interface in NS.
+WG_SOCKETS=() # every wireguard-go control socket of this run, removed by cleanup
 wireguard_go_up() {
     local name=$1 ns=$2 ifname=$3 addr=$4 conf=$5
+    WG_SOCKETS+=("/var/run/wireguard/$ifname.sock")
     start "$name" "$ns" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=verbose \
         wireguard-go -f "$ifname"
     wait_for 10 "wireguard-go to create $ifname in $ns" \
@@ -593,7 +595,7 @@ cleanup() {
         ip netns del "$ns" 2>/dev/null
         [[ -d /etc/netns/$ns ]] && rm -rf "/etc/netns/$ns"
     done
-    rm -f "/var/run/wireguard/$WG_IF_RELAY.sock" "/var/run/wireguard/$WG_IF_HOME.sock"
+    rm -f "/var/run/wireguard/$WG_IF_RELAY.sock" "/var/run/wireguard/$WG_IF_HOME.sock" "${WG_SOCKETS[@]}"
     if [[ ${KEEP_WORK:-0} == 1 ]]; then
         echo "work dir kept: $WORK"
     else
