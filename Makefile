@@ -46,3 +46,18 @@ demo: build
 
 clean:
 	$(CARGO) clean
+
+# Benchmarks (root: network namespaces; see docs/benchmarks.md):
+#   make bench        Pinhole beside no tunnel, wireguard-go + socat and rathole: the table, the
+#                     JSON in results/, the table in docs/benchmarks.md (release build, ~5 min)
+#   make bench-smoke  every subject once with tiny durations: proves the harness, judges nothing
+#                     (uses the PROFILE build, debug by default, so CI needs no release build)
+
+.PHONY: bench bench-smoke
+
+bench:
+	$(CARGO) build --release -p pinhole
+	PINHOLE=$(abspath $(TARGET_DIR)/release/pinhole) bash bench/run.sh
+
+bench-smoke: build
+	BENCH_SMOKE=1 PINHOLE=$(PINHOLE) bash bench/run.sh

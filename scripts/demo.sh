@@ -178,6 +178,13 @@ info "python3 -m http.server is serving index.html (pid ${PID_OF[web]})"
 
 step "Start both peers: pinhole up -c relay.toml, then pinhole up -c home.toml."
 start relay "$PINHOLE" up -c "$DIR/relay.toml"
+# The relay answers `pinhole status` once it is fully up; starting the home
+# peer before that would only make its first handshake wait for a retry.
+for _ in $(seq 100); do
+    "$PINHOLE" status -c "$DIR/relay.toml" >/dev/null 2>&1 && break
+    running "${PID_OF[relay]}" || { echo "the relay did not start; its log:" >&2; cat "$DIR/relay.log" >&2; exit 1; }
+    sleep 0.1
+done
 info "relay running (pid ${PID_OF[relay]}): WireGuard on udp/$RELAY_PORT, public tcp/$PUBLIC_PORT"
 start home "$PINHOLE" up -c "$DIR/home.toml"
 info "home running (pid ${PID_OF[home]}): dials 127.0.0.1:$RELAY_PORT, keeps the tunnel open"
