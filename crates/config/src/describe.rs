@@ -20,6 +20,7 @@ pub(crate) fn describe(config: &Config) -> String {
     );
     let _ = writeln!(s, "  addresses      {}", addresses.join(", "));
     let _ = writeln!(s, "  mtu            {}", i.mtu);
+    let _ = writeln!(s, "  netstack       {}", i.netstack);
     let _ = writeln!(
         s,
         "  peer routing   {}",

@@ -206,6 +206,7 @@ interface
   listen port    51820
   addresses      10.77.0.1/24, fd77::1/64
   mtu            1420
+  netstack       userspace
   peer routing   on
   control socket run/relay.sock
   uapi socket    /var/run/wireguard/relay0.sock

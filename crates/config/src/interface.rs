@@ -1,11 +1,12 @@
 //! `[interface]`: this peer's private key (inline or from a file), overlay addresses, port,
-//! MTU and local socket paths.
+//! MTU, local socket paths and network stack.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Report, Span};
 use crate::keys::{PrivateKey, PublicKey};
+use crate::netstack::netstack;
 use crate::raw::{Field, RawInterface, Sp};
 use crate::validate::{relative_to_config, u16_field};
 use crate::{Cidr, Interface, DEFAULT_MTU, MAX_MTU, MIN_MTU};
@@ -84,22 +85,23 @@ pub(crate) fn interface(
         config_path,
         report,
     );
+    let netstack = netstack(&raw.netstack, &raw.tun_name, report);
     let public_key = private_key.as_ref().map(PrivateKey::public_key);
     let interface = match (
         private_key,
         listen_port,
         addresses.clone(),
         mtu,
-        control_socket,
-        uapi_socket,
+        (control_socket, uapi_socket),
+        netstack,
     ) {
         (
             Some(private_key),
             Some(listen_port),
             Some(addresses),
             Some(mtu),
-            Some(control_socket),
-            Some(uapi_socket),
+            (Some(control_socket), Some(uapi_socket)),
+            Some(netstack),
         ) if !bad_bool => Some(Interface {
             private_key,
             listen_port,
@@ -108,6 +110,7 @@ pub(crate) fn interface(
             route_between_peers: route_between_peers.unwrap_or(false),
             control_socket,
             uapi_socket,
+            netstack,
         }),
         _ => None,
     };

@@ -18,6 +18,7 @@ mod error;
 mod fields;
 mod interface;
 pub mod keys;
+mod netstack;
 mod paths;
 mod peers;
 mod policy;
@@ -120,6 +121,33 @@ pub struct Interface {
     /// `uapi_socket` as written, made relative to the config file's directory; `None` means
     /// `/var/run/wireguard/NAME.sock` (see [`Config::uapi_socket_path`]).
     pub uapi_socket: Option<PathBuf>,
+    /// Which TCP/IP stack carries the overlay (`netstack`, with `tun_name`).
+    pub netstack: Netstack,
+}
+
+/// `[interface] netstack`: what turns the tunnel's IP packets into TCP and UDP streams.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Netstack {
+    /// An embedded TCP/IP stack in the process: no root, no device (the default).
+    #[default]
+    Userspace,
+    /// A kernel TUN device; the kernel does TCP and UDP. Needs CAP_NET_ADMIN.
+    Tun {
+        /// `tun_name`: at most [`MAX_INTERFACE_NAME`] bytes of `[a-zA-Z0-9_.-]`, where `%d`
+        /// asks the kernel for the first free number; `None` means the stack's default.
+        name: Option<String>,
+    },
+}
+
+impl std::fmt::Display for Netstack {
+    /// `userspace`, `tun`, or `tun (device NAME)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Netstack::Userspace => f.write_str("userspace"),
+            Netstack::Tun { name: None } => f.write_str("tun"),
+            Netstack::Tun { name: Some(n) } => write!(f, "tun (device {n})"),
+        }
+    }
 }
 
 /// One `[[peer]]`: another WireGuard node and the overlay addresses it may use.

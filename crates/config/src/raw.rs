@@ -84,6 +84,8 @@ pub(crate) struct RawInterface {
     pub route_between_peers: Field<bool>,
     pub control_socket: Field<String>,
     pub uapi_socket: Field<String>,
+    pub netstack: Field<String>,
+    pub tun_name: Field<String>,
 }
 
 /// `[metrics]` as written.
@@ -270,6 +272,8 @@ fn read_interface(item: &Item, key_span: &Span, report: &mut Report<'_>) -> Opti
         route_between_peers: f.boolean("route_between_peers", report),
         control_socket: f.string("control_socket", report),
         uapi_socket: f.string("uapi_socket", report),
+        netstack: f.string("netstack", report),
+        tun_name: f.string("tun_name", report),
         span,
     })
 }

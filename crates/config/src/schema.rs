@@ -13,6 +13,8 @@ pub(crate) const INTERFACE_KEYS: &[&str] = &[
     "route_between_peers",
     "control_socket",
     "uapi_socket",
+    "netstack",
+    "tun_name",
 ];
 /// The keys of `[metrics]`.
 pub(crate) const METRICS_KEYS: &[&str] = &["listen"];

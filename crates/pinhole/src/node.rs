@@ -1,16 +1,21 @@
-//! The node loop: the one task that owns the WireGuard engine, the embedded
-//! TCP/IP stack and the UDP socket, and moves packets between them.
+//! The node loop: the one task that owns the WireGuard engine, the IP side
+//! (the embedded TCP/IP stack, or a kernel TUN device) and the UDP socket, and
+//! moves packets between them.
 //!
-//! Nothing here is shared behind a lock: the engine and the stack are plain
-//! values owned by this task. Forward and expose tasks reach the stack only
-//! through its `Overlay` handle (bounded channels), and the stack wakes this
-//! loop through `Stack::wait`. Time is read once per turn and passed down.
+//! Nothing here is shared behind a lock: the engine and the IP side are plain
+//! values owned by this task. With the embedded stack, forward and expose
+//! tasks reach it only through its `Overlay` handle (bounded channels), and it
+//! wakes this loop through `Stack::wait`; with a TUN device they use kernel
+//! sockets and the kernel's packets wake the loop. Time is read once per turn
+//! and passed down.
+
+mod ip_side;
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use pinhole_netstack::Stack;
+pub use ip_side::{IpSide, TunSide};
 use pinhole_wg::{PeerStats, UpdateReport, Wg, WgConfig, WgError};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -48,7 +53,7 @@ const SEND_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 pub async fn run(
     udp: UdpSocket,
     mut wg: Wg,
-    mut stack: Stack,
+    mut ip: IpSide,
     mut commands: mpsc::Receiver<Command>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
@@ -60,11 +65,11 @@ pub async fn run(
     loop {
         let now = Instant::now();
         let wg_at = Instant::from_std(wg.poll_timeout());
-        let stack_at = stack
+        let ip_at = ip
             .poll_at(now.into_std())
             .map(Instant::from_std)
             .unwrap_or(now + far);
-        let deadline = wg_at.min(stack_at);
+        let deadline = wg_at.min(ip_at);
 
         tokio::select! {
             biased;
@@ -86,7 +91,7 @@ pub async fn run(
                     Err(e) => tracing::debug!(error = %e, "udp receive error"),
                 }
             }
-            _ = stack.wait() => {}
+            woke = ip.wait() => woke?,
             Some(command) = commands.recv() => match command {
                 Command::Peers(reply) => {
                     let _ = reply.send(wg.peers().map(|(_, key, stats)| (key, stats)).collect());
@@ -103,13 +108,11 @@ pub async fn run(
             wg.handle_timeout(now);
         }
         while let Some(packet) = wg.poll_inbound() {
-            stack.handle_inbound(&packet);
+            ip.deliver(&packet).await;
             wg.recycle(packet);
         }
-        stack.poll(now);
-        while let Some(packet) = stack.poll_outbound() {
-            wg.handle_outbound(&packet, now);
-        }
+        ip.poll(now);
+        ip.outbound_to(&mut wg, now);
         while let Some(transmit) = wg.poll_transmit() {
             let dst = if dual_stack {
                 mapped(transmit.dst)

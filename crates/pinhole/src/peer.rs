@@ -10,16 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use pinhole_config::{Config, Expose, Forward};
+use pinhole_config::{Config, Expose, Forward, Netstack};
 use pinhole_forward::TaskTracker;
-use pinhole_netstack::{Overlay, StackConfig};
+use pinhole_netstack::StackConfig;
+use pinhole_tun::{Tun, TunConfig};
 use pinhole_wg::{PeerConfig, Wg, WgConfig};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{self, Command};
+use crate::node::{self, Command, IpSide};
 use crate::ops;
+use crate::overlay::Net;
 use crate::services::{self, ForwardSockets, Running};
 use crate::view::{ServiceView, Snapshot, View};
 
@@ -126,48 +128,35 @@ pub async fn run_with_reload(
 ) -> Result<()> {
     let wg = Wg::new(wg_config(&config).await?, Instant::now())
         .context("starting the WireGuard engine")?;
-    let addresses = config
-        .interface
-        .addresses
-        .iter()
-        .map(|c| (c.addr(), c.prefix()))
-        .collect();
-    let (stack, overlay) = pinhole_netstack::new(StackConfig::new(
-        addresses,
-        usize::from(config.interface.mtu),
-    ));
+    // A TUN device is up, with its addresses and routes, before any expose binds them.
+    let (ip, net) = ip_side(&config)?;
 
     let node_stop = CancellationToken::new();
     let local = sockets.udp.local_addr()?;
     let (node_tx, node_rx) = mpsc::channel(node::COMMAND_QUEUE);
-    let mut node_task = tokio::spawn(node::run(
-        sockets.udp,
-        wg,
-        stack,
-        node_rx,
-        node_stop.clone(),
-    ));
+    let mut node_task = tokio::spawn(node::run(sockets.udp, wg, ip, node_rx, node_stop.clone()));
     tracing::info!(
         public_key = %config.interface.private_key.public_key(),
         udp = %local,
+        netstack = %config.interface.netstack,
         peers = config.peers.len(),
         "pinhole is up"
     );
 
     let mut peer = Peer {
         config,
-        overlay,
+        net,
         forwards: Vec::new(),
         exposes: Vec::new(),
         draining: Vec::new(),
     };
     for (f, s) in peer.config.forwards.clone().iter().zip(sockets.forwards) {
         peer.forwards
-            .push((f.clone(), services::start_forward(f, s, &peer.overlay)?));
+            .push((f.clone(), services::start_forward(f, s, &peer.net)?));
     }
     for e in peer.config.exposes.clone() {
         let running =
-            services::start_expose(&e, &peer.overlay, &peer.config.interface.addresses).await?;
+            services::start_expose(&e, &peer.net, &peer.config.interface.addresses).await?;
         peer.exposes.push((e, running));
     }
 
@@ -241,7 +230,7 @@ pub async fn run_with_reload(
 /// The parts of a running peer that a reload may change.
 struct Peer {
     config: Config,
-    overlay: Overlay,
+    net: Net,
     forwards: Vec<(Forward, Running)>,
     exposes: Vec<(Expose, Running)>,
     /// Connections of replaced services, still finishing.
@@ -329,7 +318,7 @@ impl Peer {
                 continue;
             }
             let started = match services::bind_forward(f).await {
-                Ok(sockets) => services::start_forward(f, sockets, &self.overlay),
+                Ok(sockets) => services::start_forward(f, sockets, &self.net),
                 Err(e) => Err(e),
             };
             match started {
@@ -355,7 +344,7 @@ impl Peer {
             if self.exposes.iter().any(|(old, _)| old.name == e.name) {
                 continue;
             }
-            match services::start_expose(e, &self.overlay, &self.config.interface.addresses).await {
+            match services::start_expose(e, &self.net, &self.config.interface.addresses).await {
                 Ok(running) => {
                     starting.push(e.name.clone());
                     self.exposes.push((e.clone(), running));
@@ -383,6 +372,7 @@ impl Peer {
         self.config.interface.addresses = interface.addresses;
         self.config.interface.mtu = interface.mtu;
         self.config.interface.listen_port = interface.listen_port;
+        self.config.interface.netstack = interface.netstack;
         Ok(if changes.is_empty() {
             "nothing changed".to_string()
         } else {
@@ -424,6 +414,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if o.listen_port != n.listen_port {
         out.push("[interface] listen_port");
     }
+    if o.netstack != n.netstack {
+        out.push("[interface] netstack or tun_name");
+    }
     if o.control_socket != n.control_socket
         || o.uapi_socket != n.uapi_socket
         || old.metrics != new.metrics
@@ -431,6 +424,59 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("control, UAPI or metrics sockets");
     }
     out
+}
+
+/// The IP side `[interface] netstack` asks for, and the services' view of it. A TUN device
+/// is created here, up with its addresses, MTU and routes when this returns; without
+/// CAP_NET_ADMIN this fails with pinhole-tun's message, which says how to grant it.
+fn ip_side(config: &Config) -> Result<(IpSide, Net)> {
+    let i = &config.interface;
+    let addresses: Vec<_> = i.addresses.iter().map(|c| (c.addr(), c.prefix())).collect();
+    match &i.netstack {
+        Netstack::Userspace => {
+            let (stack, overlay) =
+                pinhole_netstack::new(StackConfig::new(addresses, usize::from(i.mtu)));
+            Ok((stack.into(), Net::Userspace(overlay)))
+        }
+        Netstack::Tun { name } => {
+            let tun = Tun::create(&TunConfig {
+                name: name.clone(),
+                addresses,
+                mtu: i.mtu,
+                routes: tun_routes(config),
+            })
+            .with_context(|| {
+                format!(
+                    "[interface] netstack = \"tun\" in {}",
+                    config.path.display()
+                )
+            })?;
+            tracing::info!(device = tun.name(), mtu = i.mtu, "TUN device up");
+            Ok((IpSide::tun(tun, i.mtu), Net::Kernel))
+        }
+    }
+}
+
+/// Routes into the TUN device: every peer's allowed_ips (pinhole-tun skips those inside an
+/// address prefix). A catch-all (`/0`) is skipped with a warning: it would route the
+/// tunnel's own UDP into the tunnel.
+fn tun_routes(config: &Config) -> Vec<(IpAddr, u8)> {
+    let mut routes = Vec::new();
+    for p in &config.peers {
+        for c in &p.allowed_ips {
+            if c.prefix() == 0 {
+                tracing::warn!(
+                    peer = %p.name,
+                    "allowed_ips {c}: no route added to the TUN device (a catch-all route would \
+                     send the tunnel's own packets into the tunnel); traffic to it from this host \
+                     does not enter the tunnel unless you route it yourself"
+                );
+                continue;
+            }
+            routes.push((c.addr(), c.prefix()));
+        }
+    }
+    routes
 }
 
 /// Translates the checked config into the engine's terms, resolving endpoint
@@ -476,4 +522,46 @@ async fn wg_config(config: &Config) -> Result<WgConfig> {
         peers,
         route_between_peers: config.interface.route_between_peers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "kJu76ItB5eMx/kpPdwx/SWBE9JnWORoU8w8orX7+3HE=";
+    const PEER: &str = "pMe7GSRZIfTPEhITGJtPve7EX0hebHAN/1nFnUcEqAU=";
+
+    fn config(netstack: &str, allowed_ips: &str) -> Config {
+        let text = format!(
+            "[interface]\nprivate_key = \"{KEY}\"\naddress = [\"10.77.0.3/32\", \"fd77::3/128\"]\n\
+             {netstack}\n[[peer]]\npublic_key = \"{PEER}\"\nallowed_ips = {allowed_ips}\n"
+        );
+        Config::parse(&text, std::path::Path::new("laptop.toml"))
+            .unwrap()
+            .config
+    }
+
+    #[test]
+    fn tun_routes_are_the_peers_allowed_ips_without_catch_alls() {
+        let c = config(
+            "netstack = \"tun\"",
+            "[\"10.77.0.0/24\", \"0.0.0.0/0\", \"::/0\", \"fd77::/64\"]",
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            tun_routes(&c),
+            vec![(ip("10.77.0.0"), 24), (ip("fd77::"), 64)]
+        );
+    }
+
+    #[test]
+    fn a_changed_netstack_needs_a_restart() {
+        let user = config("", "[\"10.77.0.0/24\"]");
+        let tun = config("netstack = \"tun\"", "[\"10.77.0.0/24\"]");
+        assert!(restart_needed(&user, &user).is_empty());
+        assert_eq!(
+            restart_needed(&user, &tun),
+            vec!["[interface] netstack or tun_name"]
+        );
+    }
 }

@@ -15,15 +15,11 @@ use pinhole_forward::{
     DialSplice, ExitPolicy, Handler, Limits, PortMap, ProxyVersion, RangeDialer, ServeOptions,
     SocksExit, TaskTracker, TcpDialer, TcpPortRange, UdpDialer, UdpOptions, UdpPortRange,
 };
-use pinhole_netstack::Overlay;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::overlay::{
-    OverlayAcceptor, OverlayDialer, OverlayPortDialer, OverlayUdpDialer, OverlayUdpListener,
-    OverlayUdpPortDialer,
-};
+use crate::overlay::Net;
 
 /// The real sockets of one `[[forward]]`: one per port of its range.
 pub enum ForwardSockets {
@@ -87,7 +83,7 @@ pub async fn bind_forward(f: &Forward) -> Result<ForwardSockets> {
 }
 
 /// Starts a forward on its bound sockets: public connections carried into the overlay.
-pub fn start_forward(f: &Forward, sockets: ForwardSockets, overlay: &Overlay) -> Result<Running> {
+pub fn start_forward(f: &Forward, sockets: ForwardSockets, net: &Net) -> Result<Running> {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let counters = Arc::new(Counters::default());
@@ -120,13 +116,11 @@ pub fn start_forward(f: &Forward, sockets: ForwardSockets, overlay: &Overlay) ->
             };
             let task = if listeners.len() == 1 {
                 let listener = listeners.into_iter().next().context("no listener")?;
-                let handler = DialSplice::new(OverlayDialer::new(overlay.clone(), f.to))
-                    .with_proxy_protocol(proxy);
+                let handler = DialSplice::new(net.dialer(f.to)).with_proxy_protocol(proxy);
                 run.tcp(listener, handler)
             } else {
                 let map = PortMap::range(first.port(), f.to.port(), f.port_count);
-                let dialer =
-                    RangeDialer::new(OverlayPortDialer::new(overlay.clone(), f.to.ip()), map);
+                let dialer = RangeDialer::new(net.port_dialer(f.to.ip()), map);
                 let handler = DialSplice::new(dialer).with_proxy_protocol(proxy);
                 run.tcp(TcpPortRange::from_listeners(listeners), handler)
             };
@@ -148,14 +142,13 @@ pub fn start_forward(f: &Forward, sockets: ForwardSockets, overlay: &Overlay) ->
             let (s, c) = (stop.clone(), counters.clone());
             let task = if sockets.len() == 1 {
                 let socket = sockets.into_iter().next().context("no socket")?;
-                let dialer = OverlayUdpDialer::new(overlay.clone(), f.to);
+                let dialer = net.udp_dialer(f.to);
                 tokio::spawn(
                     async move { Ok(serve_udp(&name, socket, dialer, options, c, s).await?) },
                 )
             } else {
                 let map = PortMap::range(first.port(), f.to.port(), f.port_count);
-                let dialer =
-                    RangeDialer::new(OverlayUdpPortDialer::new(overlay.clone(), f.to.ip()), map);
+                let dialer = RangeDialer::new(net.udp_port_dialer(f.to.ip()), map);
                 let listener = UdpPortRange::from_sockets(sockets)?;
                 tokio::spawn(
                     async move { Ok(serve_udp(&name, listener, dialer, options, c, s).await?) },
@@ -174,7 +167,7 @@ pub fn start_forward(f: &Forward, sockets: ForwardSockets, overlay: &Overlay) ->
 }
 
 /// Starts an expose: overlay connections carried out to a real target or a SOCKS exit.
-pub async fn start_expose(e: &Expose, overlay: &Overlay, own_network: &[Cidr]) -> Result<Running> {
+pub async fn start_expose(e: &Expose, net: &Net, own_network: &[Cidr]) -> Result<Running> {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let counters = Arc::new(Counters::default());
@@ -191,12 +184,10 @@ pub async fn start_expose(e: &Expose, overlay: &Overlay, own_network: &[Cidr]) -
     tracing::info!(%name, %listen, to = %e.to, "expose ready");
     let task = match e.protocol {
         Protocol::Tcp => {
-            let listener = if e.port_count == 1 {
-                overlay.listen(e.listen).await
-            } else {
-                overlay.listen_range(e.listen, e.port_count).await
-            }
-            .with_context(cannot)?;
+            let acceptor = net
+                .listen(e.listen, e.port_count)
+                .await
+                .with_context(cannot)?;
             let options = ServeOptions {
                 limits: limits(e.connect_timeout, e.idle_timeout, e.max_connections),
                 admission,
@@ -209,7 +200,6 @@ pub async fn start_expose(e: &Expose, overlay: &Overlay, own_network: &[Cidr]) -
                 counters: counters.clone(),
                 options,
             };
-            let acceptor = OverlayAcceptor(listener);
             match &e.to {
                 ExposeTarget::Addr(target) if e.port_count == 1 => run.tcp(
                     acceptor,
@@ -250,13 +240,10 @@ pub async fn start_expose(e: &Expose, overlay: &Overlay, own_network: &[Cidr]) -
                 ..UdpOptions::default()
             };
             let (s, c) = (stop.clone(), counters.clone());
-            let socket = if e.port_count == 1 {
-                overlay.bind_udp(e.listen).await
-            } else {
-                overlay.bind_udp_range(e.listen, e.port_count).await
-            }
-            .with_context(cannot)?;
-            let listener = OverlayUdpListener::new(socket, e.port_count > 1);
+            let listener = net
+                .bind_udp(e.listen, e.port_count)
+                .await
+                .with_context(cannot)?;
             if e.port_count == 1 {
                 let dialer = UdpDialer::new(target.host.clone(), target.port);
                 tokio::spawn(
