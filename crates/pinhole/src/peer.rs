@@ -72,6 +72,15 @@ impl Sockets {
                 return Err(e)
                     .with_context(|| format!("binding the UAPI socket {}", uapi_path.display()));
             }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::warn!(
+                    "another running peer already answers `wg show {}` on {}; set [interface] uapi_socket in {} to give this one its own",
+                    config.interface_name(),
+                    uapi_path.display(),
+                    config.path.display()
+                );
+                None
+            }
             Err(e) => {
                 tracing::debug!(path = %uapi_path.display(), error = %e, "no UAPI socket: `wg show` will not see this peer");
                 None
@@ -290,13 +299,21 @@ impl Peer {
         if report.private_key_changed {
             changes.push("new private key".to_string());
         }
+        if self.config.interface.route_between_peers != new.interface.route_between_peers {
+            let now = if new.interface.route_between_peers {
+                "on"
+            } else {
+                "off"
+            };
+            changes.push(format!("routing between peers {now}"));
+        }
         for (what, n) in [
-            ("peers added", report.added.len()),
-            ("peers removed", report.removed.len()),
-            ("peers re-keyed", report.restarted.len()),
+            ("added", report.added.len()),
+            ("removed", report.removed.len()),
+            ("re-keyed", report.restarted.len()),
         ] {
             if n > 0 {
-                changes.push(format!("{n} {what}"));
+                changes.push(format!("peers {what}: {n}"));
             }
         }
         let restart = restart_needed(&self.config, &new);

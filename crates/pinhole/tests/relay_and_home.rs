@@ -1,162 +1,57 @@
 //! A relay and a home peer in one process, on loopback, no root: the whole
 //! path of forwarded connections through a real WireGuard tunnel.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use pinhole::ForwardSockets;
-use pinhole_config::keys::PrivateKey;
-use pinhole_config::Config;
+use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio_util::sync::CancellationToken;
-
-/// Every wait in these tests ends by this deadline, so a bug fails the test
-/// instead of hanging CI.
-const DEADLINE: Duration = Duration::from_secs(60);
+use tokio::net::{TcpListener, TcpStream};
 
 struct Tunnel {
     /// The relay's public forward port.
     public: SocketAddr,
-    shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    peers: Peers,
 }
 
 impl Tunnel {
     async fn stop(self) {
-        self.shutdown.cancel();
-        for t in self.tasks {
-            let ended = tokio::time::timeout(DEADLINE, t)
-                .await
-                .expect("peer did not stop");
-            ended.expect("peer task panicked").expect("peer failed");
-        }
+        self.peers.stop().await;
     }
 }
 
 /// Starts a relay forwarding a public port to the home's overlay port 80,
 /// and a home peer exposing that port to `service`.
 async fn start_tunnel(service: SocketAddr) -> Tunnel {
-    let relay_key = PrivateKey::generate();
-    let home_key = PrivateKey::generate();
-    let relay_udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let relay_port = relay_udp.local_addr().unwrap().port();
-
-    let relay_toml = format!(
+    let pair = Pair::new(
         r#"
-[interface]
-private_key = "{}"
-address = ["10.77.0.1/24"]
-
-[[peer]]
-name = "home"
-public_key = "{}"
-allowed_ips = ["10.77.0.2/32"]
-
 [[forward]]
 name = "web"
 listen = "127.0.0.1:0"
 to = "10.77.0.2:80"
 "#,
-        relay_key.to_base64(),
-        home_key.public_key()
-    );
-    let home_toml = format!(
-        r#"
-[interface]
-private_key = "{}"
-address = ["10.77.0.2/24"]
-
-[[peer]]
-name = "relay"
-public_key = "{}"
-allowed_ips = ["10.77.0.1/32"]
-endpoint = "127.0.0.1:{relay_port}"
-persistent_keepalive = 25
-
+        &format!(
+            r#"
 [[expose]]
 name = "web"
 listen = "10.77.0.2:80"
 to = "{service}"
-"#,
-        home_key.to_base64(),
-        relay_key.public_key()
+"#
+        ),
+    )
+    .await;
+    let relay = parse(&pair.relay_toml, "relay.toml");
+    let home = parse(&pair.home_toml, "home.toml");
+    let (public_socket, public) = tcp_forward_socket().await;
+    let mut peers = Peers::new();
+    peers.start(
+        relay,
+        pinhole::Sockets::new(pair.relay_udp, vec![public_socket]),
     );
-    let relay = Config::parse(&relay_toml, Path::new("relay.toml"))
-        .expect("relay config")
-        .config;
-    let home = Config::parse(&home_toml, Path::new("home.toml"))
-        .expect("home config")
-        .config;
-
-    let public_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let public = public_listener.local_addr().unwrap();
-    let relay_sockets =
-        pinhole::Sockets::new(relay_udp, vec![ForwardSockets::Tcp(vec![public_listener])]);
-    let home_sockets = pinhole::Sockets::new(UdpSocket::bind("127.0.0.1:0").await.unwrap(), vec![]);
-    let shutdown = CancellationToken::new();
-    let tasks = vec![
-        tokio::spawn(pinhole::run(relay, relay_sockets, shutdown.clone())),
-        tokio::spawn(pinhole::run(home, home_sockets, shutdown.clone())),
-    ];
-    Tunnel {
-        public,
-        shutdown,
-        tasks,
-    }
-}
-
-/// A service that echoes every byte back and closes its write side when the
-/// client has closed its own: the shape of any request/response protocol.
-async fn echo_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let (mut r, mut w) = conn.split();
-                if tokio::io::copy(&mut r, &mut w).await.is_ok() {
-                    let _ = w.shutdown().await;
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// Sends `data` through the tunnel, half-closes, and returns what came back.
-async fn round_trip(public: SocketAddr, data: Vec<u8>) -> Vec<u8> {
-    let conn = TcpStream::connect(public)
-        .await
-        .expect("connect to the relay's public port");
-    let (mut r, mut w) = conn.into_split();
-    let writer = tokio::spawn(async move {
-        w.write_all(&data).await.expect("write through the tunnel");
-        w.shutdown().await.expect("half-close");
-    });
-    let mut back = Vec::new();
-    r.read_to_end(&mut back)
-        .await
-        .expect("read through the tunnel");
-    writer.await.unwrap();
-    back
-}
-
-/// Deterministic, incompressible-looking test data.
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
+    peers.start(home, pinhole::Sockets::new(any_udp().await, vec![]));
+    Tunnel { public, peers }
 }
 
 /// Waits until the first request gets through: the handshake has happened.
