@@ -24,6 +24,10 @@ pub enum KeyError {
     /// The text is not 44 characters long, so it cannot be a base64 WireGuard key.
     #[error("a key is 44 characters of base64, this one has {0}")]
     Length(usize),
+    /// 44 characters, but not ones that decode to exactly 32 bytes (e.g. non-ASCII text, or
+    /// padding in the wrong place).
+    #[error("these 44 characters do not decode to a 32-byte key")]
+    NotThirtyTwoBytes,
     /// The text has the right length but is not valid standard base64.
     #[error("not valid base64")]
     Base64(#[source] base64::DecodeError),
@@ -37,8 +41,11 @@ pub enum KeyError {
 /// because it may hold a secret.
 fn decode(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
     let len = text.chars().count();
-    if len != KEY_BASE64_LEN || text.len() != KEY_BASE64_LEN {
+    if len != KEY_BASE64_LEN {
         return Err(KeyError::Length(len));
+    }
+    if text.len() != KEY_BASE64_LEN {
+        return Err(KeyError::NotThirtyTwoBytes);
     }
     // 44 base64 characters are at most 33 bytes before padding is accounted for.
     let mut buf = Zeroizing::new([0u8; KEY_LEN + 3]);
@@ -46,10 +53,10 @@ fn decode(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
         .decode_slice(text.as_bytes(), &mut buf[..])
         .map_err(|e| match e {
             base64::DecodeSliceError::DecodeError(e) => KeyError::Base64(e),
-            base64::DecodeSliceError::OutputSliceTooSmall => KeyError::Length(len),
+            base64::DecodeSliceError::OutputSliceTooSmall => KeyError::NotThirtyTwoBytes,
         })?;
     if n != KEY_LEN {
-        return Err(KeyError::Length(len));
+        return Err(KeyError::NotThirtyTwoBytes);
     }
     let mut out = [0u8; KEY_LEN];
     out.copy_from_slice(&buf[..KEY_LEN]);

@@ -173,12 +173,25 @@ impl Gate {
     /// Admits a new connection or session from `ip` at `now`, or says why not. A refused
     /// address takes no token.
     pub(crate) fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Refused> {
+        self.check_access(ip)?;
+        self.check_rate(ip, now)
+    }
+
+    /// Only the allow/deny lists. Behind a load balancer (`accept_proxy_protocol`) they
+    /// apply to the balancer's own address: a header is believed only from whom the lists
+    /// admit, so nobody else can claim an address.
+    pub(crate) fn check_access(&self, ip: IpAddr) -> Result<(), Refused> {
         if cidr::any_contains(&self.deny, ip) {
             return Err(Refused::Denied);
         }
         if !self.allow.is_empty() && !cidr::any_contains(&self.allow, ip) {
             return Err(Refused::NotAllowed);
         }
+        Ok(())
+    }
+
+    /// Only the per-source rate limit (behind a balancer: per client named in the header).
+    pub(crate) fn check_rate(&self, ip: IpAddr, now: Instant) -> Result<(), Refused> {
         if let Some(rates) = &self.rates {
             let mut rates = rates.lock().unwrap_or_else(|p| p.into_inner());
             if !rates.take(ip, now) {

@@ -131,7 +131,8 @@ impl Default for ServeOptions {
 /// for a SOCKS exit).
 ///
 /// Admission, in order: the client address against `admission.allow`/`deny` and the rate
-/// limit (in the accept loop, or after the PROXY header when `accept_proxy_protocol`), then
+/// limit in the accept loop (with `accept_proxy_protocol`, the lists judge the balancer that
+/// connected and the rate limit the client its header names, after the header), then
 /// `limits.max_connections`. A refused stream is closed at once, counted in `refused`, and
 /// logged at most once per 10 s.
 pub async fn serve_handler<A: Acceptor, H: Handler>(
@@ -169,13 +170,17 @@ pub async fn serve_handler<A: Acceptor, H: Handler>(
             match accepted {
                 Ok((stream, client)) => {
                     backoff = None;
-                    if !shared.accept_proxy_protocol {
-                        if let Err(why) = shared.gate.check(client.ip(), std::time::Instant::now())
-                        {
-                            drop(stream);
-                            shared.refused(client, &why.to_string());
-                            continue;
-                        }
+                    // Behind a balancer the lists judge the balancer (the TCP peer) and the
+                    // rate limit judges the client its header names, once it is read.
+                    let admitted = if shared.accept_proxy_protocol {
+                        shared.gate.check_access(client.ip())
+                    } else {
+                        shared.gate.check(client.ip(), std::time::Instant::now())
+                    };
+                    if let Err(why) = admitted {
+                        drop(stream);
+                        shared.refused(client, &why.to_string());
+                        continue;
                     }
                     let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                         drop(stream);
@@ -256,7 +261,10 @@ async fn connection<S, H>(
             Ok(Err(why)) => return shared.refused(peer, why),
             Err(_) => return shared.refused(peer, "no PROXY header before the timeout"),
         };
-        if let Err(why) = shared.gate.check(client.ip(), std::time::Instant::now()) {
+        if let Err(why) = shared
+            .gate
+            .check_rate(client.ip(), std::time::Instant::now())
+        {
             return shared.refused(client, &why.to_string());
         }
         (stream, client)

@@ -1,5 +1,15 @@
 //! The `pinhole` command: one binary for every peer; the config decides the role.
 
+/// Writes to stdout like `print!`, but a reader that went away (`pinhole add-peer | head`)
+/// ends the command quietly, as for any Unix tool, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::write_stdout(&format!($($arg)*)) };
+}
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::write_stdout(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 mod setup;
 
 use std::io::{Read, Write};
@@ -155,6 +165,20 @@ fn main() -> ExitCode {
     }
 }
 
+fn write_stdout(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("pinhole: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn genkey() -> Result<()> {
     let key = PrivateKey::generate();
     writeln!(std::io::stdout(), "{}", key.to_base64())?;
@@ -180,8 +204,8 @@ fn check(path: &std::path::Path) -> ExitCode {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");
             }
-            print!("{}", loaded.config.describe());
-            println!("{}: ok", path.display());
+            out!("{}", loaded.config.describe());
+            outln!("{}: ok", path.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -282,9 +306,9 @@ fn status(path: &std::path::Path, json: bool) -> Result<()> {
         .block_on(pinhole::ops::control::fetch_status(&socket))
         .with_context(|| format!("asking the peer of {} for its status", path.display()))?;
     if json {
-        println!("{}", serde_json::to_string(&status)?);
+        outln!("{}", serde_json::to_string(&status)?);
     } else {
-        print!(
+        out!(
             "{}",
             pinhole::ops::status::render_text(&status, std::time::SystemTime::now())
         );
@@ -300,7 +324,7 @@ fn reload(path: &std::path::Path) -> Result<()> {
         .with_context(|| format!("asking the peer of {} to reload", path.display()))?;
     match answer {
         Ok(changes) => {
-            println!("{changes}");
+            outln!("{changes}");
             Ok(())
         }
         Err(why) => anyhow::bail!("reload refused, the peer keeps running as it was:\n{why}"),
@@ -318,7 +342,7 @@ async fn watch_signals(shutdown: CancellationToken) {
         return;
     };
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("shutting down: no new connections; live ones get a few seconds to finish (signal again to quit now)");
+    tracing::info!("shutting down: no new connections; live ones get up to 10 s to finish (signal again to quit now)");
     shutdown.cancel();
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     std::process::exit(130);

@@ -264,15 +264,7 @@ impl Peer {
         let exposes = self
             .exposes
             .iter()
-            .map(|(e, r)| {
-                view(
-                    &e.name,
-                    e.protocol.to_string(),
-                    &r.listen,
-                    e.to.to_string(),
-                    r,
-                )
-            })
+            .map(|(e, r)| view(&e.name, e.protocol.to_string(), &r.listen, e.show_to(), r))
             .collect();
         (Arc::new(self.config.clone()), forwards, exposes)
     }

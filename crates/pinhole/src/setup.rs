@@ -23,13 +23,13 @@ pub fn init(endpoint: &str, forwards: &[String], out: &Path) -> Result<()> {
     })?;
     pinhole_provision::write_init(out, &pair)?;
     let (relay, home) = (out.join("relay.toml"), out.join("home.toml"));
-    println!(
+    outln!(
         "wrote {} and {} (mode 0600)",
         relay.display(),
         home.display()
     );
-    println!("next: copy relay.toml to the relay and run `pinhole up -c relay.toml` there;");
-    println!("      run `pinhole up -c home.toml` at home. `pinhole check -c FILE` shows what each will do.");
+    outln!("next: copy relay.toml to the relay and run `pinhole up -c relay.toml` there;");
+    outln!("      run `pinhole up -c home.toml` at home. `pinhole check -c FILE` shows what each will do.");
     Ok(())
 }
 
@@ -61,12 +61,12 @@ pub fn add_peer(
         config.display()
     );
     if wg || qr {
-        print!("{}", added.peer_wg);
+        out!("{}", added.peer_wg);
         if qr {
-            println!("{}", pinhole_provision::qr_terminal(&added.peer_wg)?);
+            outln!("{}", pinhole_provision::qr_terminal(&added.peer_wg)?);
         }
     } else {
-        print!("{}", added.peer_toml);
+        out!("{}", added.peer_toml);
     }
     Ok(())
 }
@@ -75,7 +75,7 @@ pub fn add_peer(
 pub fn export_wg(config: &Path) -> Result<()> {
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    print!("{}", pinhole_provision::export_wg(&text, config)?);
+    out!("{}", pinhole_provision::export_wg(&text, config)?);
     Ok(())
 }
 
@@ -87,6 +87,6 @@ pub fn import_wg(conf: &Path) -> Result<()> {
     for w in &imported.warnings {
         eprintln!("warning: {w}");
     }
-    print!("{}", imported.toml);
+    out!("{}", imported.toml);
     Ok(())
 }

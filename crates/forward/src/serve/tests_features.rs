@@ -124,12 +124,14 @@ async fn no_header_unless_asked() {
 async fn accept_proxy_protocol_strips_the_header_and_uses_its_source() {
     let (dialer, mut seen) = recorder().await;
     let handler = DialSplice::new(dialer).with_proxy_protocol(Some(ProxyVersion::V1));
+    // `allow` names the load balancer (here: the loopback test client), not the clients
+    // its headers carry.
     let run = start(
         handler,
         ServeOptions {
             accept_proxy_protocol: true,
             admission: Admission {
-                allow: vec![(IpAddr::from([203, 0, 113, 0]), 24)],
+                allow: vec![(IpAddr::from([127, 0, 0, 0]), 8)],
                 ..Admission::default()
             },
             ..options()
@@ -159,20 +161,49 @@ async fn accept_proxy_protocol_strips_the_header_and_uses_its_source() {
         let want = format!("PROXY TCP4 {want} {}\r\nhello", run.addr.port());
         assert_eq!(String::from_utf8_lossy(&got), want);
     }
-    // Without a header, with a header from outside `allow`, or with a bad one: refused.
+    // Without a header, or with a bad one: refused.
     for input in [
         &b"hello, no header here"[..],
-        b"PROXY TCP4 198.51.100.1 192.0.2.1 40000 443\r\nhello",
         b"PROXY TCP4 203.0.113.7 192.0.2.1 99999 443\r\nhello",
     ] {
         let (_, back) = exchange(run.addr, input).await;
         assert!(back.is_empty());
     }
-    wait_until("three refused", || run.counters.snapshot().refused == 3).await;
+    wait_until("two refused", || run.counters.snapshot().refused == 2).await;
     assert_eq!(run.counters.snapshot().total, 2);
     assert!(
         seen.try_recv().is_err(),
         "no refused connection reached the backend"
+    );
+}
+
+#[tokio::test]
+async fn behind_a_balancer_a_header_from_outside_allow_is_not_believed() {
+    let (dialer, mut seen) = recorder().await;
+    // Only 203.0.113.0/24 may act as the balancer; the loopback client is not it, so its
+    // header claiming an allowed address changes nothing.
+    let run = start(
+        DialSplice::new(dialer),
+        ServeOptions {
+            accept_proxy_protocol: true,
+            admission: Admission {
+                allow: vec![(IpAddr::from([203, 0, 113, 0]), 24)],
+                ..Admission::default()
+            },
+            ..options()
+        },
+    )
+    .await;
+    let (_, back) = exchange(
+        run.addr,
+        b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 443\r\nhello",
+    )
+    .await;
+    assert!(back.is_empty());
+    wait_until("refused", || run.counters.snapshot().refused == 1).await;
+    assert!(
+        seen.try_recv().is_err(),
+        "the forged header reached the backend"
     );
 }
 
