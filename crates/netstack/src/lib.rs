@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod ack_seq;
 mod config;
 mod conn;
 mod device;

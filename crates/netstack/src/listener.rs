@@ -108,6 +108,13 @@ impl Listening {
     }
 }
 
+impl Listening {
+    /// The sockets of connections still opening (LISTEN or SYN-RECEIVED).
+    pub(crate) fn sockets(&self) -> &[SocketHandle] {
+        &self.sockets
+    }
+}
+
 impl Stack {
     /// Before smoltcp sees `syn`: adds a listening socket for it when it opens a new
     /// connection to one of our listeners and the connection cap allows. Returns the socket.

@@ -19,6 +19,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpCidr};
 use tokio::sync::mpsc;
 
+use crate::ack_seq::AckSeq;
 use crate::config::{
     StackConfig, COMMAND_CAPACITY, EPHEMERAL_PORTS, LINGER, MAX_POLL_ROUNDS, MAX_UDP_SOCKETS,
 };
@@ -66,6 +67,8 @@ pub struct Stack {
     pending_command: Option<Command>,
     next_poll: Option<Instant>,
     at_limit: bool,
+    /// The highest sequence number sent per connection, for the pure ACKs we send.
+    ack_seq: AckSeq,
 }
 
 /// Creates a stack for `config` and the [`Overlay`] handle that opens and accepts
@@ -131,6 +134,7 @@ impl Stack {
             pending_command: None,
             next_poll: None,
             at_limit: false,
+            ack_seq: AckSeq::default(),
         };
         (stack, overlay)
     }
@@ -180,7 +184,9 @@ impl Stack {
 
     /// The next IP packet to send into the tunnel. Drain it after every `poll`.
     pub fn poll_outbound(&mut self) -> Option<Vec<u8>> {
-        self.device.pop_outbound()
+        let mut packet = self.device.pop_outbound()?;
+        self.ack_seq.outbound(&mut packet);
+        Some(packet)
     }
 
     /// When `poll` must run next for TCP timers (retransmits, delayed ACKs, keep-alives,
@@ -312,7 +318,29 @@ impl Stack {
             self.release_port(port);
         }
         self.lingering.retain(|&(_, lingering)| lingering != id);
+        self.ack_seq.forget(conn.local, conn.remote);
+        if self.ack_seq.len() > 2 * self.socket_count + 64 {
+            self.prune_ack_seq();
+        }
         tracing::debug!(local = %conn.local, remote = %conn.remote, reason, "overlay connection closed");
+    }
+
+    /// Forgets the sequence numbers of connections that have no socket any more (accepts
+    /// that never completed, refused connects).
+    fn prune_ack_seq(&mut self) {
+        let mut live: HashSet<(SocketAddr, SocketAddr)> =
+            self.conns.values().map(|c| (c.local, c.remote)).collect();
+        for listening in self.listeners.values() {
+            for &handle in listening.sockets() {
+                let socket = self.sockets.get::<tcp::Socket>(handle);
+                if let (Some(local), Some(remote)) =
+                    (socket.local_endpoint(), socket.remote_endpoint())
+                {
+                    live.insert((local.into(), remote.into()));
+                }
+            }
+        }
+        self.ack_seq.retain(|key| live.contains(key));
     }
 
     fn timestamp(&self, now: Instant) -> smoltcp::time::Instant {
