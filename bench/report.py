@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""bench/report.py: turn bench/run.sh's samples into the table, the JSON and the doc section.
+
+    report.py --samples samples.jsonl --meta meta.json --json results/bench-DATE.json \
+              [--doc docs/benchmarks.md]
+
+Each figure's value is the median of its runs. Ratios are value / value of the reference
+subject, whatever the direction: the "better" column says which way is good. The doc is
+updated only between its two marker lines.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+
+SUBJECTS = [
+    ("kernel", "(1) no tunnel"),
+    ("wggo", "(2) wg-go + socat"),
+    ("rathole", "(3) rathole Noise"),
+    ("pinhole", "(4) Pinhole userspace"),
+    ("tun", "(5) Pinhole TUN"),
+]
+REFERENCES = ["kernel", "wggo", "rathole"]
+
+# key, label, unit, better (up/down), decimals
+FIGURES = [
+    ("tcp_1_up", "TCP 1 stream, client→home", "Mbit/s", "up", 0),
+    ("tcp_1_down", "TCP 1 stream, home→client (-R)", "Mbit/s", "up", 0),
+    ("tcp_4_up", "TCP 4 streams, client→home", "Mbit/s", "up", 0),
+    ("tcp_4_down", "TCP 4 streams, home→client (-R)", "Mbit/s", "up", 0),
+    ("rr_p50_us", "64 B request/response p50", "µs", "down", 0),
+    ("rr_p99_us", "64 B request/response p99", "µs", "down", 0),
+    ("cps", "new forwarded connections", "conn/s", "up", 0),
+    ("udp_pps", "UDP forward, delivered", "packets/s", "up", 0),
+    ("cpu_proc_per_gb", "CPU of relay+home processes", "CPU-s/GB", "down", 1),
+    ("cpu_machine_per_gb", "CPU of the whole machine", "CPU-s/GB", "down", 1),
+    ("relay_rest_mib", "relay RSS at rest", "MiB", "down", 1),
+    ("home_rest_mib", "home RSS at rest", "MiB", "down", 1),
+    ("relay_peak_mib", "relay peak RSS (VmHWM)", "MiB", "down", 1),
+    ("home_peak_mib", "home peak RSS (VmHWM)", "MiB", "down", 1),
+]
+
+
+def idle_figures(counts):
+    out = []
+    for n in counts:
+        out.append((f"idle_{n}_relay_mib", f"relay PSS, {n:,} idle conns", "MiB", "down", 1))
+        out.append((f"idle_{n}_kib_per_conn", f"relay per idle conn, {n:,} conns", "KiB", "down", 1))
+    return out
+
+
+def load(samples_path):
+    by = {}
+    extra = {}
+    for line in open(samples_path):
+        line = line.strip()
+        if not line:
+            continue
+        s = json.loads(line)
+        key = (s["subject"], s["figure"])
+        by.setdefault(key, []).append(s["value"])
+        extra.setdefault(key, []).append({k: v for k, v in s.items() if k not in ("subject", "figure", "value")})
+    return by, extra
+
+
+def fmt(v, decimals):
+    if v is None:
+        return "–"
+    if decimals == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{decimals}f}"
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "–"
+    if r >= 10:
+        return f"{r:.0f}×"
+    if r >= 1:
+        return f"{r:.2f}×"
+    return f"{r:.3f}×" if r < 0.1 else f"{r:.2f}×"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", required=True)
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--doc")
+    a = ap.parse_args()
+
+    meta = json.load(open(a.meta))
+    by, extra = load(a.samples)
+    figures = FIGURES + idle_figures(meta.get("idle_counts", []))
+    active = meta["subjects"]
+    notes = meta.get("notes", {})
+
+    results = {}
+    for key, label, unit, better, dec in figures:
+        row = {"label": label, "unit": unit, "better": better, "subjects": {}}
+        for s, _ in SUBJECTS:
+            vals = by.get((s, key), [])
+            good = [v for v in vals if v is not None]
+            entry = {
+                "median": statistics.median(good) if good else None,
+                "samples": vals,
+            }
+            ex = extra.get((s, key), [])
+            held = [e.get("held") for e in ex if "held" in e]
+            if held:
+                entry["held"] = held[0]
+                entry["requested"] = ex[0].get("requested")
+            errs = [e.get("errors") for e in ex if e.get("errors") is not None]
+            if errs:
+                entry["errors"] = errs
+            sent = [e.get("sent_pps") for e in ex if e.get("sent_pps") is not None]
+            if sent:
+                entry["sent_pps"] = sent
+            if s not in active:
+                entry["note"] = notes.get(s, "not run")
+            row["subjects"][s] = entry
+        # ratios of every subject to each reference
+        for s, _ in SUBJECTS:
+            v = row["subjects"][s]["median"]
+            ratios = {}
+            for ref in REFERENCES:
+                r = row["subjects"][ref]["median"]
+                ratios[ref] = (v / r) if (v is not None and r not in (None, 0)) else None
+            row["subjects"][s]["ratio_to"] = ratios
+        results[key] = row
+
+    out = {"meta": meta, "figures": results}
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=1)
+
+    table = render(results, figures, meta, notes, active)
+    print(table)
+    if a.doc:
+        update_doc(a.doc, table)
+
+
+def render(results, figures, meta, notes, active):
+    def inactive_cell(s):
+        note = notes.get(s, "")
+        return "not yet implemented" if "not yet implemented" in note else "skipped"
+
+    head = ["figure", "better"] + [name for _, name in SUBJECTS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
+    for key, label, unit, better, dec in figures:
+        row = results[key]
+        cells = [f"{label} ({unit})", "↑" if better == "up" else "↓"]
+        for s, _ in SUBJECTS:
+            e = row["subjects"][s]
+            if s not in active:
+                cells.append(inactive_cell(s))
+                continue
+            c = fmt(e["median"], dec)
+            if e.get("held") is not None and e.get("requested") and e["held"] < e["requested"]:
+                c += f" (held {e['held']:,})"
+            cells.append(c)
+        lines.append("| " + " | ".join(cells) + " |")
+
+    # Ratios of Pinhole (userspace and TUN) to the three references.
+    pairs = [(t, r) for t in ("pinhole", "tun") for r in REFERENCES]
+    num = {"kernel": "(1)", "wggo": "(2)", "rathole": "(3)", "pinhole": "(4)", "tun": "(5)"}
+    rhead = ["figure", "better"] + [f"{num[t]}÷{num[r]}" for t, r in pairs]
+    rlines = ["| " + " | ".join(rhead) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(pairs)) + "|"]
+    for key, label, unit, better, dec in figures:
+        row = results[key]
+        cells = [label, "↑" if better == "up" else "↓"]
+        for t, r in pairs:
+            cells.append(fmt_ratio(row["subjects"][t]["ratio_to"][r]) if t in active and r in active else "–")
+        rlines.append("| " + " | ".join(cells) + " |")
+
+    foot = []
+    runs = meta["runs"]
+    amount = f"{meta['tcp_bytes']}B" if meta.get("tcp_bytes") else f"{meta['tcp_seconds']:g} s"
+    foot.append(
+        f"Median of {runs} run{'s' if runs != 1 else ''} ({meta['date']}, {meta['machine']['cpus']} cores, "
+        f"kernel {meta['machine']['kernel']}; iperf3 {amount} per test, "
+        f"{meta['rr_count']} round trips, connections for {meta['cps_seconds']:g} s with "
+        f"{meta['cps_threads']} connectors, UDP {meta['udp_size']}-byte payloads for "
+        f"{meta['udp_seconds']:g} s; memory figures from one run). Pinhole {meta['versions']['pinhole']}. "
+        f"Bench took {meta['elapsed_seconds']:g} s."
+    )
+    for s, name in SUBJECTS:
+        if s not in active and s in notes:
+            foot.append(f"{name}: {notes[s]}.")
+    if meta.get("smoke"):
+        foot.append("SMOKE RUN: tiny durations, one run; the figures prove the harness works and mean nothing.")
+    return ("\n".join(lines) + "\n\nRatios (a value divided by the reference's; ↑/↓ says which way is better):\n\n"
+            + "\n".join(rlines) + "\n\n" + "\n".join(foot) + "\n")
+
+
+START = "<!-- bench:table:start (written by bench/report.py; do not edit by hand) -->"
+END = "<!-- bench:table:end -->"
+
+
+def update_doc(path, table):
+    try:
+        text = open(path).read()
+    except FileNotFoundError:
+        print(f"report.py: {path} not found; table not written there", file=sys.stderr)
+        return
+    if START not in text or END not in text:
+        print(f"report.py: {path} has no table markers; table not written there", file=sys.stderr)
+        return
+    before = text.split(START)[0]
+    after = text.split(END, 1)[1]
+    with open(path, "w") as f:
+        f.write(before + START + "\n\n" + table + "\n" + END + after)
+
+
+if __name__ == "__main__":
+    main()
