@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 pub use ip_side::{IpSide, TunSide};
-use pinhole_wg::{PeerStats, UpdateReport, Wg, WgConfig, WgError};
+use pinhole_wg::{DropCounters, PeerStats, UpdateReport, Wg, WgConfig, WgError};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Command {
     /// Every peer's public key and figures, in config order (for `status`).
     Peers(oneshot::Sender<Vec<([u8; 32], PeerStats)>>),
+    /// The engine's drop and event counters (for status and metrics).
+    Counters(oneshot::Sender<DropCounters>),
     /// Apply a changed peer list, keeping the sessions of unchanged peers (reload).
     Update(WgConfig, oneshot::Sender<Result<UpdateReport, WgError>>),
 }
@@ -95,6 +97,9 @@ pub async fn run(
             Some(command) = commands.recv() => match command {
                 Command::Peers(reply) => {
                     let _ = reply.send(wg.peers().map(|(_, key, stats)| (key, stats)).collect());
+                }
+                Command::Counters(reply) => {
+                    let _ = reply.send(wg.drops().clone());
                 }
                 Command::Update(config, reply) => {
                     let _ = reply.send(wg.update(config, std::time::Instant::now()));

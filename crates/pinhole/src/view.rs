@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::node::Command;
 use crate::ops::control::Control;
-use crate::ops::status::{InterfaceStatus, PeerStatus, ServiceStatus, Status};
+use crate::ops::status::{EngineCounters, InterfaceStatus, PeerStatus, ServiceStatus, Status};
 use crate::ops::uapi::{UapiDevice, UapiPeer, UapiSource};
 use crate::peer::ReloadRequest;
 
@@ -65,6 +65,22 @@ impl View {
             .clone()
     }
 
+    async fn engine_counters(&self) -> EngineCounters {
+        let (tx, rx) = oneshot::channel();
+        if self.node.send(Command::Counters(tx)).await.is_err() {
+            return EngineCounters::default();
+        }
+        let Ok(c) = rx.await else {
+            return EngineCounters::default();
+        };
+        let named =
+            |pairs: &[(&str, u64)]| pairs.iter().map(|&(k, n)| (k.to_string(), n)).collect();
+        EngineCounters {
+            dropped: named(&c.drops()),
+            events: named(&c.events()),
+        }
+    }
+
     async fn peer_stats(&self) -> Vec<([u8; 32], PeerStats)> {
         let (tx, rx) = oneshot::channel();
         if self.node.send(Command::Peers(tx)).await.is_err() {
@@ -105,7 +121,9 @@ impl Control for View {
                 }
             })
             .collect();
+        let engine = self.engine_counters().await;
         Status {
+            engine,
             interface: InterfaceStatus {
                 name: config.interface_name(),
                 public_key: config.interface.private_key.public_key().to_string(),

@@ -217,6 +217,43 @@ pub struct DropCounters {
     pub handshake_dh_attempts: u64,
 }
 
+impl DropCounters {
+    /// Every drop reason with its count, named as in the fields, for status and metrics.
+    pub fn drops(&self) -> [(&'static str, u64); 17] {
+        [
+            ("malformed", self.malformed),
+            ("bad_mac", self.bad_mac),
+            ("unknown_peer", self.unknown_peer),
+            ("unknown_index", self.unknown_index),
+            ("unauthenticated", self.unauthenticated),
+            ("replayed", self.replayed),
+            ("no_session", self.no_session),
+            ("not_allowed_source", self.not_allowed_source),
+            ("no_route", self.no_route),
+            ("no_endpoint", self.no_endpoint),
+            ("queue_full", self.queue_full),
+            ("other", self.other),
+            ("routing_disabled", self.routing_disabled),
+            ("routing_loop", self.routing_loop),
+            ("ttl_exceeded", self.ttl_exceeded),
+            ("handshake_source_limited", self.handshake_source_limited),
+            ("handshake_peer_limited", self.handshake_peer_limited),
+        ]
+    }
+
+    /// The event counters (not drops), named as in the fields.
+    pub fn events(&self) -> [(&'static str, u64); 6] {
+        [
+            ("cookie_replies_sent", self.cookie_replies_sent),
+            ("probes_sent", self.probes_sent),
+            ("probe_replies", self.probe_replies),
+            ("forced_handshakes", self.forced_handshakes),
+            ("routed", self.routed),
+            ("handshake_dh_attempts", self.handshake_dh_attempts),
+        ]
+    }
+}
+
 /// Why [`Wg::new`] or [`Wg::update`] refused a configuration.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WgError {

@@ -21,6 +21,20 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     pub forwards: Vec<ServiceStatus>,
     pub exposes: Vec<ServiceStatus>,
+    /// The WireGuard engine's counters: packets dropped per reason (garbage, floods,
+    /// routing) and events (cookie replies, probes, forced handshakes). Not a drop is
+    /// ever logged per packet; this is where they show.
+    #[serde(default)]
+    pub engine: EngineCounters,
+}
+
+/// The engine's drop reasons and events with their counts, in a stable order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EngineCounters {
+    /// `(reason, packets)`.
+    pub dropped: Vec<(String, u64)>,
+    /// `(event, count)`.
+    pub events: Vec<(String, u64)>,
 }
 
 /// This peer's own identity.
@@ -98,6 +112,16 @@ pub fn render_text(status: &Status, now: SystemTime) -> String {
     let _ = writeln!(out, "  listening port: {}", i.listen_port);
     if !i.addresses.is_empty() {
         let _ = writeln!(out, "  address: {}", i.addresses.join(", "));
+    }
+    let dropped: Vec<String> = status
+        .engine
+        .dropped
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    if !dropped.is_empty() {
+        let _ = writeln!(out, "  dropped: {}", dropped.join(", "));
     }
     let now_secs = now
         .duration_since(UNIX_EPOCH)
@@ -354,6 +378,28 @@ pub fn render_prometheus(status: &Status) -> String {
             }
         }
     }
+    for (name, help, label, values) in [
+        (
+            "pinhole_wg_dropped_packets_total",
+            "Datagrams and packets the WireGuard engine dropped, by reason.",
+            "reason",
+            &status.engine.dropped,
+        ),
+        (
+            "pinhole_wg_events_total",
+            "WireGuard engine events: cookie replies, probes, forced handshakes, routed packets.",
+            "event",
+            &status.engine.events,
+        ),
+    ] {
+        if values.is_empty() {
+            continue;
+        }
+        header(&mut out, name, "counter", help);
+        for (key, n) in values {
+            let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape_label(key));
+        }
+    }
     out
 }
 
@@ -380,6 +426,10 @@ fn escape_label(value: &str) -> String {
 #[cfg(test)]
 pub(crate) fn sample() -> Status {
     Status {
+        engine: EngineCounters {
+            dropped: vec![("bad_mac".into(), 3), ("no_route".into(), 0)],
+            events: vec![("probes_sent".into(), 2)],
+        },
         interface: InterfaceStatus {
             name: "relay".into(),
             public_key: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=".into(),
@@ -466,6 +516,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  listening port: 51820\n"), "{text}");
+        // Only non-zero drop reasons are shown.
+        assert!(text.contains("  dropped: bad_mac 3\n"), "{text}");
         assert!(text.contains("peer: home\n  public key: xTIBA5"), "{text}");
         assert!(text.contains("  endpoint: 192.0.2.7:40000\n"), "{text}");
         assert!(text.contains("  allowed ips: 10.77.0.2/32\n"), "{text}");
@@ -553,7 +605,10 @@ mod tests {
         }
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
         let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
-        assert_eq!((types, helps), (13, 13));
+        // 13 for peers and services, 2 for the engine's drops and events.
+        assert_eq!((types, helps), (15, 15));
+        assert!(text.contains("pinhole_wg_dropped_packets_total{reason=\"bad_mac\"} 3\n"));
+        assert!(text.contains("pinhole_wg_events_total{event=\"probes_sent\"} 2\n"));
         assert!(text.ends_with('\n'));
     }
 }
