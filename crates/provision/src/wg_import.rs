@@ -202,7 +202,15 @@ pub fn import_wg(conf: &str, path: &Path) -> Result<Imported, ProvisionError> {
         };
         match (&section, key.as_str()) {
             (Section::Interface, k) => {
-                let f = iface.as_mut().expect("in [Interface]");
+                // Set together with `section` when the header was read; a missing one is
+                // reported, never unwrapped, since this is text from a file.
+                let Some(f) = iface.as_mut() else {
+                    return Err(err(
+                        n,
+                        format!("{key_raw} before [Interface]"),
+                        "put it under [Interface]",
+                    ));
+                };
                 match k {
                     "privatekey" => {
                         one(f.private_key.is_some())?;
@@ -226,7 +234,13 @@ pub fn import_wg(conf: &str, path: &Path) -> Result<Imported, ProvisionError> {
                 }
             }
             (Section::Peer, k) => {
-                let p = peers.last_mut().expect("in [Peer]");
+                let Some(p) = peers.last_mut() else {
+                    return Err(err(
+                        n,
+                        format!("{key_raw} before [Peer]"),
+                        "put it under a [Peer]",
+                    ));
+                };
                 match k {
                     "publickey" => {
                         one(p.public_key.is_some())?;

@@ -179,6 +179,7 @@ pub(crate) fn new_route(index: u32, dst: IpAddr, prefix_len: u8, seq: u32) -> Ve
 /// `None` if it is not there, `Some(Ok(()))` for an ACK, `Some(Err(errno))` for a refusal.
 pub(crate) fn parse_ack(mut buf: &[u8], seq: u32) -> Option<io::Result<()>> {
     while buf.len() >= NLMSG_HDRLEN {
+        // The loop condition guarantees 16 bytes, so these fixed-size slices always convert.
         let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
         let kind = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
         let msg_seq = u32::from_ne_bytes(buf[8..12].try_into().unwrap());
@@ -195,6 +196,7 @@ pub(crate) fn parse_ack(mut buf: &[u8], seq: u32) -> Option<io::Result<()>> {
                     "short netlink error message",
                 )));
             };
+            // `get(16..20)` above returned exactly four bytes.
             let code = i32::from_ne_bytes(code.try_into().unwrap());
             return Some(if code == 0 {
                 Ok(())
