@@ -10,7 +10,8 @@ use smoltcp::time::Instant;
 
 use crate::config::{MAX_INBOUND_QUEUE, MAX_OUTBOUND_QUEUE};
 
-/// Spare inbound buffers kept for reuse, so a steady stream of packets allocates nothing.
+/// Spare buffers kept for reuse in each direction, so a steady stream of packets allocates
+/// nothing.
 const POOL_SIZE: usize = 64;
 
 /// Bounded inbound and outbound packet queues standing in for a network interface.
@@ -19,6 +20,8 @@ pub(crate) struct VecDevice {
     inbound: VecDeque<Vec<u8>>,
     outbound: VecDeque<Vec<u8>>,
     pool: Vec<Vec<u8>>,
+    /// Outbound buffers the driver handed back ([`VecDevice::recycle`]).
+    tx_pool: Vec<Vec<u8>>,
     mtu: usize,
     dropped_inbound: u64,
 }
@@ -30,6 +33,7 @@ impl VecDevice {
             inbound: VecDeque::new(),
             outbound: VecDeque::new(),
             pool: Vec::new(),
+            tx_pool: Vec::new(),
             mtu,
             dropped_inbound: 0,
         }
@@ -82,6 +86,14 @@ impl VecDevice {
         self.outbound.pop_front()
     }
 
+    /// Takes back a buffer from [`pop_outbound`](Self::pop_outbound) once the driver is done
+    /// with it, for the next packet smoltcp emits.
+    pub(crate) fn recycle(&mut self, buffer: Vec<u8>) {
+        if self.tx_pool.len() < POOL_SIZE {
+            self.tx_pool.push(buffer);
+        }
+    }
+
     /// Inbound packets dropped because the queue was full.
     pub(crate) fn dropped_inbound(&self) -> u64 {
         self.dropped_inbound
@@ -100,6 +112,7 @@ impl phy::Device for VecDevice {
         };
         let tx = TxToken {
             outbound: &mut self.outbound,
+            pool: &mut self.tx_pool,
         };
         Some((rx, tx))
     }
@@ -110,6 +123,7 @@ impl phy::Device for VecDevice {
         }
         Some(TxToken {
             outbound: &mut self.outbound,
+            pool: &mut self.tx_pool,
         })
     }
 
@@ -143,6 +157,7 @@ impl phy::RxToken for RxToken<'_> {
 /// Permission to emit one packet into the outbound queue.
 pub(crate) struct TxToken<'a> {
     outbound: &'a mut VecDeque<Vec<u8>>,
+    pool: &'a mut Vec<Vec<u8>>,
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -150,7 +165,9 @@ impl phy::TxToken for TxToken<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        let mut packet = vec![0; len];
+        let mut packet = self.pool.pop().unwrap_or_default();
+        packet.clear();
+        packet.resize(len, 0);
         let result = f(&mut packet);
         // A reply produced while receiving (RST, echo reply) may exceed the bound by a few
         // packets at most: one per inbound packet processed before the driver drains us.

@@ -189,6 +189,12 @@ impl Stack {
         Some(packet)
     }
 
+    /// Hands back a packet from [`poll_outbound`](Self::poll_outbound) once it has been
+    /// encrypted, so the next one reuses its buffer instead of allocating.
+    pub fn recycle(&mut self, packet: Vec<u8>) {
+        self.device.recycle(packet);
+    }
+
     /// When `poll` must run next for TCP timers (retransmits, delayed ACKs, keep-alives,
     /// lingering closes); `None` means only input can create work. Returns `now` when work
     /// is already waiting.

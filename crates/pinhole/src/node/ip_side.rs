@@ -106,6 +106,7 @@ impl IpSide {
             IpSide::Userspace(stack) => {
                 while let Some(packet) = stack.poll_outbound() {
                     wg.handle_outbound(&packet, now);
+                    stack.recycle(packet);
                 }
             }
             IpSide::Tun(t) => {
