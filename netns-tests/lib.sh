@@ -393,10 +393,11 @@ pub() { cat "$WORK/$1.pub"; }
 # Pinhole peers
 # ---------------------------------------------------------------------------------------------
 
-# The relay: WireGuard on udp/51820, a public port 8080 forwarded to the home's overlay port 80.
-pinhole_relay_config() {
+# relay_config_head COMMENT : the relay's [interface] and its [[peer]] home, after a comment
+# line; callers append their own [[forward]]s and [[expose]]s.
+relay_config_head() {
     cat <<EOF
-# relay: reachable by the world; the home dials in to it.
+# $1
 [interface]
 private_key_file = "relay.key"
 listen_port = $WG_PORT
@@ -406,6 +407,31 @@ address = ["$OVERLAY_RELAY/24"]
 name = "home"
 public_key = "$(pub home)"
 allowed_ips = ["$OVERLAY_HOME/32"]
+EOF
+}
+
+# home_config_head COMMENT : the home's [interface] and its [[peer]] relay (dialing out, with
+# keepalive), after a comment line; callers append their own [[expose]]s.
+home_config_head() {
+    cat <<EOF
+# $1
+[interface]
+private_key = "$(key home)"
+address = ["$OVERLAY_HOME/24"]
+
+[[peer]]
+name = "relay"
+public_key = "$(pub relay)"
+allowed_ips = ["$OVERLAY_RELAY/32"]
+endpoint = "$RELAY_WAN_IP:$WG_PORT"
+persistent_keepalive = 25
+EOF
+}
+
+# The relay: WireGuard on udp/51820, a public port 8080 forwarded to the home's overlay port 80.
+pinhole_relay_config() {
+    relay_config_head "relay: reachable by the world; the home dials in to it."
+    cat <<EOF
 
 [[forward]]
 name = "web"
@@ -417,18 +443,8 @@ EOF
 # The home: dials the relay and keeps the NAT mapping open; exposes its overlay port 80 as the
 # real service on 127.0.0.1:8000.
 pinhole_home_config() {
+    home_config_head "home: behind NAT, no inbound port; dials out to the relay."
     cat <<EOF
-# home: behind NAT, no inbound port; dials out to the relay.
-[interface]
-private_key = "$(key home)"
-address = ["$OVERLAY_HOME/24"]
-
-[[peer]]
-name = "relay"
-public_key = "$(pub relay)"
-allowed_ips = ["$OVERLAY_RELAY/32"]
-endpoint = "$RELAY_WAN_IP:$WG_PORT"
-persistent_keepalive = 25
 
 [[expose]]
 name = "web"

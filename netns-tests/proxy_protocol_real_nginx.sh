@@ -60,18 +60,9 @@ for port in $V1 $V2 $PLAIN; do
 done
 
 say "the relay: public $V1 (proxy_protocol v1), $V2 (v2) and $PLAIN (none), all to the home's nginx"
-cat >"$WORK/relay.toml" <<EOF
-# relay: nginx at home learns each visitor's address from the PROXY header.
-[interface]
-private_key_file = "relay.key"
-listen_port = $WG_PORT
-address = ["$OVERLAY_RELAY/24"]
-
-[[peer]]
-name = "home"
-public_key = "$(pub home)"
-allowed_ips = ["$OVERLAY_HOME/32"]
-
+{
+    relay_config_head "relay: nginx at home learns each visitor's address from the PROXY header."
+    cat <<EOF
 [[forward]]
 name = "web-v1"
 listen = "0.0.0.0:$V1"
@@ -89,24 +80,13 @@ name = "web-plain"
 listen = "0.0.0.0:$PLAIN"
 to = "$OVERLAY_HOME:$PLAIN"
 EOF
+} >"$WORK/relay.toml"
 pinhole_up relay "$NS_RELAY" "$WORK/relay.toml" -v
 wait_for 10 "the relay to bind udp/$WG_PORT" listening "$NS_RELAY" udp "$WG_PORT"
 
 say "at home: pinhole up, exposing the three ports to nginx"
 {
-    cat <<EOF
-# home: nginx behind NAT.
-[interface]
-private_key = "$(key home)"
-address = ["$OVERLAY_HOME/24"]
-
-[[peer]]
-name = "relay"
-public_key = "$(pub relay)"
-allowed_ips = ["$OVERLAY_RELAY/32"]
-endpoint = "$RELAY_WAN_IP:$WG_PORT"
-persistent_keepalive = 25
-EOF
+    home_config_head "home: nginx behind NAT."
     for port in $V1 $V2 $PLAIN; do
         printf '\n[[expose]]\nname = "nginx-%s"\nlisten = "%s:%s"\nto = "127.0.0.1:%s"\n' \
             "$port" "$OVERLAY_HOME" "$port" "$port"

@@ -27,18 +27,9 @@ wait_for 10 "the game server to bind udp/$GAME_PORT at home" listening "$NS_HOME
 wait_for 10 "the game server to bind udp/27022 at home" listening "$NS_HOME" udp 27022
 
 say "on the relay: public udp/$GAME_PORT, udp/$LOBBY_PORT (at most $LOBBY_MAX sessions) and udp/$RANGE, forwarded to the home's overlay address"
-cat >"$WORK/relay.toml" <<EOF
-# relay: the world's players reach the game server through here.
-[interface]
-private_key_file = "relay.key"
-listen_port = $WG_PORT
-address = ["$OVERLAY_RELAY/24"]
-
-[[peer]]
-name = "home"
-public_key = "$(pub home)"
-allowed_ips = ["$OVERLAY_HOME/32"]
-
+{
+    relay_config_head "relay: the world's players reach the game server through here."
+    cat <<EOF
 [[forward]]
 name = "game"
 protocol = "udp"
@@ -58,25 +49,16 @@ protocol = "udp"
 listen = "0.0.0.0:$RANGE"
 to = "$OVERLAY_HOME:$RANGE"
 EOF
+} >"$WORK/relay.toml"
 pinhole_up relay "$NS_RELAY" "$WORK/relay.toml" -v
 wait_for 10 "the relay to bind udp/$WG_PORT" listening "$NS_RELAY" udp "$WG_PORT"
 wait_for 10 "the relay to bind the public udp/$GAME_PORT" listening "$NS_RELAY" udp "$GAME_PORT"
 wait_for 10 "the relay to bind the public udp/27022 (end of the range)" listening "$NS_RELAY" udp 27022
 
 say "at home: pinhole up, exposing the overlay's udp/$GAME_PORT, udp/$LOBBY_PORT and udp/$RANGE as the game server"
-cat >"$WORK/home.toml" <<EOF
-# home: behind NAT; dials the relay and serves the game over the overlay.
-[interface]
-private_key = "$(key home)"
-address = ["$OVERLAY_HOME/24"]
-
-[[peer]]
-name = "relay"
-public_key = "$(pub relay)"
-allowed_ips = ["$OVERLAY_RELAY/32"]
-endpoint = "$RELAY_WAN_IP:$WG_PORT"
-persistent_keepalive = 25
-
+{
+    home_config_head "home: behind NAT; dials the relay and serves the game over the overlay."
+    cat <<EOF
 [[expose]]
 name = "game"
 protocol = "udp"
@@ -95,6 +77,7 @@ protocol = "udp"
 listen = "$OVERLAY_HOME:$RANGE"
 to = "127.0.0.1:$RANGE"
 EOF
+} >"$WORK/home.toml"
 started=$(now_ms)
 pinhole_up home "$NS_HOME" "$WORK/home.toml" -v
 
