@@ -13,34 +13,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use pinhole_forward::{
     Acceptor, Datagram, DatagramDialer, DatagramListener, DatagramPortDialer, DatagramSocket,
-    Dialer, PortDialer, TcpDialer, TcpPortRange, UdpDialer, UdpPortRange,
+    PortDialer, TcpDialer, TcpPortRange, UdpDialer, UdpPortRange,
 };
 use pinhole_netstack::{Overlay, OverlayListener, OverlayStream, OverlayUdpSocket};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::either::Either;
 
 use crate::services::unspecified_like;
-
-/// Dials one fixed overlay `address:port`: the far end of a TCP `[[forward]]`.
-pub struct OverlayDialer {
-    overlay: Overlay,
-    to: SocketAddr,
-}
-
-impl OverlayDialer {
-    /// A dialer for connections to `to` through `overlay`.
-    pub fn new(overlay: Overlay, to: SocketAddr) -> Self {
-        Self { overlay, to }
-    }
-}
-
-impl Dialer for OverlayDialer {
-    type Stream = OverlayStream;
-
-    async fn dial(&self) -> io::Result<OverlayStream> {
-        self.overlay.connect(self.to).await
-    }
-}
 
 /// Dials any port of one overlay address: the far end of a forward over a port range.
 pub struct OverlayPortDialer {
@@ -195,14 +174,6 @@ pub enum Net {
 pub type NetStream = Either<OverlayStream, TcpStream>;
 
 impl Net {
-    /// Dials the overlay `to`: the far end of a TCP `[[forward]]`.
-    pub fn dialer(&self, to: SocketAddr) -> NetDialer {
-        match self {
-            Net::Userspace(o) => NetDialer::Userspace(OverlayDialer::new(o.clone(), to)),
-            Net::Kernel => NetDialer::Kernel(TcpDialer::new(to.ip().to_string(), to.port())),
-        }
-    }
-
     /// Dials any port of overlay address `ip`: the far end of a TCP forward over a range.
     pub fn port_dialer(&self, ip: IpAddr) -> NetPortDialer {
         match self {
@@ -233,14 +204,11 @@ impl Net {
     /// `[[expose]]`.
     pub async fn listen(&self, first: SocketAddr, count: u16) -> io::Result<NetAcceptor> {
         Ok(match self {
-            Net::Userspace(o) if count == 1 => {
-                NetAcceptor::Userspace(OverlayAcceptor(o.listen(first).await?))
-            }
+            // A single port is a range of one, on either stack.
             Net::Userspace(o) => {
                 NetAcceptor::Userspace(OverlayAcceptor(o.listen_range(first, count).await?))
             }
-            Net::Kernel if count == 1 => NetAcceptor::Kernel(TcpListener::bind(first).await?),
-            Net::Kernel => NetAcceptor::KernelRange(
+            Net::Kernel => NetAcceptor::Kernel(
                 TcpPortRange::bind(first.ip(), first.port(), last_port(first, count)?).await?,
             ),
         })
@@ -272,25 +240,6 @@ fn last_port(first: SocketAddr, count: u16) -> io::Result<u16> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "port range past 65535"))
 }
 
-/// [`Net::dialer`]'s dialer.
-pub enum NetDialer {
-    /// Through the embedded stack.
-    Userspace(OverlayDialer),
-    /// A kernel socket to the overlay address.
-    Kernel(TcpDialer),
-}
-
-impl Dialer for NetDialer {
-    type Stream = NetStream;
-
-    async fn dial(&self) -> io::Result<NetStream> {
-        match self {
-            NetDialer::Userspace(d) => d.dial().await.map(Either::Left),
-            NetDialer::Kernel(d) => d.dial().await.map(Either::Right),
-        }
-    }
-}
-
 /// [`Net::port_dialer`]'s dialer.
 pub enum NetPortDialer {
     /// Through the embedded stack.
@@ -314,10 +263,8 @@ impl PortDialer for NetPortDialer {
 pub enum NetAcceptor {
     /// On the embedded stack (one port or a range).
     Userspace(OverlayAcceptor),
-    /// A kernel listener on one overlay port.
-    Kernel(TcpListener),
-    /// Kernel listeners on a range of overlay ports.
-    KernelRange(TcpPortRange),
+    /// Kernel listeners on the overlay ports (one, or a range).
+    Kernel(TcpPortRange),
 }
 
 impl Acceptor for NetAcceptor {
@@ -326,10 +273,7 @@ impl Acceptor for NetAcceptor {
     async fn accept(&mut self) -> io::Result<(NetStream, SocketAddr)> {
         match self {
             NetAcceptor::Userspace(a) => a.accept().await.map(|(s, a)| (Either::Left(s), a)),
-            NetAcceptor::Kernel(l) => Acceptor::accept(l)
-                .await
-                .map(|(s, a)| (Either::Right(s), a)),
-            NetAcceptor::KernelRange(r) => r.accept().await.map(|(s, a)| (Either::Right(s), a)),
+            NetAcceptor::Kernel(r) => r.accept().await.map(|(s, a)| (Either::Right(s), a)),
         }
     }
 

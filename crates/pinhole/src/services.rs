@@ -114,16 +114,12 @@ pub fn start_forward(f: &Forward, sockets: ForwardSockets, net: &Net) -> Result<
                 counters: counters.clone(),
                 options,
             };
-            let task = if listeners.len() == 1 {
-                let listener = listeners.into_iter().next().context("no listener")?;
-                let handler = DialSplice::new(net.dialer(f.to)).with_proxy_protocol(proxy);
-                run.tcp(listener, handler)
-            } else {
-                let map = PortMap::range(first.port(), f.to.port(), f.port_count);
-                let dialer = RangeDialer::new(net.port_dialer(f.to.ip()), map);
-                let handler = DialSplice::new(dialer).with_proxy_protocol(proxy);
-                run.tcp(TcpPortRange::from_listeners(listeners), handler)
-            };
+            // One port is a range of one: the listen port (as bound, so port 0 works too)
+            // maps to the `to` port.
+            let map = PortMap::range(first.port(), f.to.port(), f.port_count);
+            let dialer = RangeDialer::new(net.port_dialer(f.to.ip()), map);
+            let handler = DialSplice::new(dialer).with_proxy_protocol(proxy);
+            let task = run.tcp(TcpPortRange::from_listeners(listeners), handler);
             (task, listen)
         }
         ForwardSockets::Udp(sockets) => {
@@ -201,10 +197,6 @@ pub async fn start_expose(e: &Expose, net: &Net, own_network: &[Cidr]) -> Result
                 options,
             };
             match &e.to {
-                ExposeTarget::Addr(target) if e.port_count == 1 => run.tcp(
-                    acceptor,
-                    DialSplice::new(TcpDialer::new(target.host.clone(), target.port)),
-                ),
                 ExposeTarget::Addr(target) => {
                     let map = PortMap::range(e.listen.port(), target.port, e.port_count);
                     let dialer =
