@@ -12,10 +12,11 @@
 mod ip_side;
 
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 pub use ip_side::{IpSide, TunSide};
+pub use pinhole_udpio::canonical;
+use pinhole_udpio::{SendBatch, UdpIo};
 use pinhole_wg::{DropCounters, PeerStats, UpdateReport, Wg, WgConfig, WgError};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -37,17 +38,14 @@ pub enum Command {
 /// not from traffic, so a small bound is plenty.
 pub const COMMAND_QUEUE: usize = 16;
 
-/// Largest datagram we accept: a UDP payload can be no larger.
-const MAX_DATAGRAM: usize = 65_535;
+/// Most datagrams taken from the socket per turn of the loop: a burst costs
+/// a few turns, not one per packet, while timers and the stack still run at
+/// least this often under load.
+const RECV_BUDGET: usize = 512;
 
-/// How many extra datagrams we drain without yielding after a readable
-/// socket wakes us, so a burst costs one turn of the loop, not one per packet,
-/// while timers and the stack still run at least this often under load.
-const RECV_BATCH: usize = 64;
-
-/// At most one warning per this period for send failures, so a dead route
-/// cannot flood the log.
-const SEND_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Encrypted bytes gathered before they are sent within one turn, so a turn
+/// in which the stack emits a lot holds at most this much before the socket.
+const SEND_FLUSH_BYTES: usize = 256 * 1024;
 
 /// Runs the data plane until `shutdown` is cancelled.
 ///
@@ -59,9 +57,8 @@ pub async fn run(
     mut commands: mpsc::Receiver<Command>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let dual_stack = udp.local_addr()?.is_ipv6();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut last_send_error_log: Option<Instant> = None;
+    let mut udp = UdpIo::new(udp)?;
+    let mut batch = SendBatch::new();
     let far = Duration::from_secs(3600);
 
     loop {
@@ -76,21 +73,21 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
-            received = udp.recv_from(&mut buf) => {
+            readable = udp.readable() => {
+                readable?;
                 let now = std::time::Instant::now();
-                match received {
-                    Ok((n, from)) => {
-                        wg.handle_datagram(canonical(from), &buf[..n], now);
-                        for _ in 0..RECV_BATCH {
-                            match udp.try_recv_from(&mut buf) {
-                                Ok((n, from)) => wg.handle_datagram(canonical(from), &buf[..n], now),
-                                Err(_) => break,
-                            }
+                let mut taken = 0;
+                while taken < RECV_BUDGET {
+                    match udp.try_recv(|from, datagram| wg.handle_datagram(from, datagram, now)) {
+                        Ok(n) => taken += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        // ICMP errors surface here on Linux (e.g. a peer's port is closed);
+                        // they are no reason to stop serving everyone else.
+                        Err(e) => {
+                            tracing::debug!(error = %e, "udp receive error");
+                            break;
                         }
                     }
-                    // ICMP errors surface here on Linux (e.g. a peer's port is closed);
-                    // they are no reason to stop serving everyone else.
-                    Err(e) => tracing::debug!(error = %e, "udp receive error"),
                 }
             }
             woke = ip.wait() => woke?,
@@ -118,88 +115,22 @@ pub async fn run(
         }
         ip.poll(now);
         ip.outbound_to(&mut wg, now);
+        let max_segments = udp.max_segments();
         while let Some(transmit) = wg.poll_transmit() {
-            let dst = if dual_stack {
-                mapped(transmit.dst)
-            } else {
-                transmit.dst
-            };
-            if let Err(e) = udp.send_to(&transmit.payload, dst).await {
-                let due = last_send_error_log.is_none_or(|at| at.elapsed() >= SEND_ERROR_LOG_EVERY);
-                if due {
-                    tracing::warn!(to = %transmit.dst, error = %e, "cannot send to peer (repeats are not logged for 10 s)");
-                    last_send_error_log = Some(Instant::now());
-                }
-            }
+            batch.push(transmit.dst, &transmit.payload, max_segments);
             wg.recycle(transmit.payload);
+            if batch.bytes() >= SEND_FLUSH_BYTES {
+                udp.send(&mut batch).await;
+            }
         }
-    }
-}
-
-/// Turns an IPv4-mapped IPv6 address (what a dual-stack socket reports for an
-/// IPv4 sender) back into IPv4, so endpoints read the way people wrote them.
-pub fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
-    }
-}
-
-/// The inverse of [`canonical`]: a dual-stack socket can only send to IPv6
-/// addresses, so IPv4 destinations are written in their mapped form.
-fn mapped(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
-        SocketAddr::V6(_) => addr,
+        if !batch.is_empty() {
+            udp.send(&mut batch).await;
+        }
     }
 }
 
 /// Binds the WireGuard UDP socket: one socket for IPv4 and IPv6 where the
-/// host has IPv6, else IPv4 only. Buffers are enlarged so a burst at line rate
-/// is not dropped by the kernel before the loop gets to it.
+/// host has IPv6, else IPv4 only, with large kernel buffers.
 pub fn bind_udp(port: u16) -> io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    const SOCKET_BUFFER: usize = 4 << 20;
-    let socket = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)) {
-        Ok(s) => {
-            s.set_only_v6(false)?;
-            let addr = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-            match s.bind(&addr.into()) {
-                Ok(()) => s,
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
-                Err(_) => bind_v4(port)?,
-            }
-        }
-        Err(_) => bind_v4(port)?,
-    };
-    // Larger buffers are an optimisation; a host that refuses them still works.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket.into())
-}
-
-fn bind_v4(port: u16) -> io::Result<socket2::Socket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
-    Ok(s)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mapped_addresses_round_trip() {
-        let v4: SocketAddr = "192.0.2.7:51820".parse().unwrap();
-        assert!(mapped(v4).is_ipv6());
-        assert_eq!(canonical(mapped(v4)), v4);
-        let v6: SocketAddr = "[2001:db8::1]:51820".parse().unwrap();
-        assert_eq!(canonical(v6), v6);
-        assert_eq!(mapped(v6), v6);
-    }
+    pinhole_udpio::bind_socket(port)
 }

@@ -1,0 +1,280 @@
+//! The UDP socket WireGuard datagrams come in and go out by, with the kernel's
+//! batching: one `recvmmsg` takes many datagrams, UDP GRO hands over a run of
+//! one peer's datagrams in one buffer, and UDP GSO sends a run in one
+//! `sendmsg`. A datagram per system call is what holds userspace WireGuard to
+//! a few hundred Mbit/s (docs/benchmarks.md); this is where that goes.
+//!
+//! The system calls and control messages are `quinn-udp`'s, so no `unsafe`
+//! beyond one `setsockopt` lives here. Where the kernel has no GSO or GRO the
+//! same calls move one datagram at a time.
+
+mod batch;
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+pub use batch::{Segments, SendBatch, MAX_GSO_BYTES};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Receive slots per `recvmmsg`. With GRO each slot can hold a run of up to
+/// 64 datagrams, so a wake-up can drain hundreds; without it, this many.
+const SLOTS: usize = 8;
+
+/// Bytes per receive slot: the largest GRO run the kernel builds (64 KiB).
+const SLOT_BYTES: usize = 64 * 1024;
+
+/// Socket buffers asked for, so a burst at line rate is not dropped by the
+/// kernel before the loop gets to it.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// At most one warning per this period for send failures, so a dead route
+/// cannot flood the log.
+const SEND_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The WireGuard socket with its batching state and receive buffers.
+pub struct UdpIo {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    /// An IPv6 socket that also carries IPv4 (as mapped addresses).
+    dual_stack: bool,
+    recv_buf: Vec<u8>,
+    meta: [RecvMeta; SLOTS],
+    last_send_error_log: Option<Instant>,
+}
+
+impl UdpIo {
+    /// Binds the WireGuard port: one socket for IPv4 and IPv6 where the host
+    /// has IPv6, else IPv4 only.
+    pub fn bind(port: u16) -> io::Result<UdpIo> {
+        UdpIo::new(bind_socket(port)?)
+    }
+
+    /// Wraps a bound socket (tests bind port 0 on loopback) and turns on what
+    /// the kernel offers: GRO on receive, and GSO where it is supported.
+    pub fn new(socket: UdpSocket) -> io::Result<UdpIo> {
+        let dual_stack = socket.local_addr()?.is_ipv6();
+        let state = UdpSocketState::new((&socket).into())?;
+        allow_fragmentation(&socket, dual_stack);
+        Ok(UdpIo {
+            socket,
+            state,
+            dual_stack,
+            // Pages are only touched (and resident) as far as bursts reach.
+            recv_buf: vec![0u8; SLOTS * SLOT_BYTES],
+            meta: [RecvMeta::default(); SLOTS],
+            last_send_error_log: None,
+        })
+    }
+
+    /// The bound address (port 0 becomes the real port).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// How many datagrams one GSO send may carry (1: no GSO here).
+    pub fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Resolves when datagrams may be waiting. Cancel-safe.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.socket.readable().await
+    }
+
+    /// Receives what one `recvmmsg` returns and calls `each` for every
+    /// datagram in it, GRO runs taken apart, with IPv4 senders in plain IPv4
+    /// form. Returns the number of datagrams, or `WouldBlock` when none were
+    /// waiting. Other errors (ICMP errors surface here on Linux) are the
+    /// caller's to log: they are no reason to stop.
+    pub fn try_recv(&mut self, mut each: impl FnMut(SocketAddr, &[u8])) -> io::Result<usize> {
+        let n = {
+            let mut chunks = self.recv_buf.chunks_mut(SLOT_BYTES);
+            let mut slices: [IoSliceMut<'_>; SLOTS] = std::array::from_fn(|_| {
+                IoSliceMut::new(chunks.next().expect("recv_buf holds SLOTS slots"))
+            });
+            let (socket, state, meta) = (&self.socket, &self.state, &mut self.meta);
+            socket.try_io(Interest::READABLE, || {
+                state.recv(socket.into(), &mut slices, meta)
+            })?
+        };
+        let mut datagrams = 0;
+        for (slot, meta) in self.meta.iter().take(n).enumerate() {
+            let len = meta.len.min(SLOT_BYTES);
+            let data = &self.recv_buf[slot * SLOT_BYTES..slot * SLOT_BYTES + len];
+            let stride = if meta.stride == 0 { len } else { meta.stride };
+            if stride == 0 {
+                continue;
+            }
+            let from = canonical(meta.addr);
+            for datagram in data.chunks(stride) {
+                each(from, datagram);
+                datagrams += 1;
+            }
+        }
+        Ok(datagrams)
+    }
+
+    /// Sends every run of `batch` (waiting while the socket buffer is full)
+    /// and empties it. A failed send is logged at most every 10 s and the
+    /// datagrams are dropped: WireGuard's peers retransmit.
+    pub async fn send(&mut self, batch: &mut SendBatch) {
+        for run in batch.runs() {
+            let dst = if self.dual_stack {
+                mapped(run.dst)
+            } else {
+                run.dst
+            };
+            match self.send_run(dst, run.bytes, run.segment_size).await {
+                Ok(()) => {}
+                // GSO refused (EIO/EINVAL): quinn-udp has turned it off for
+                // good; this run goes out one datagram at a time.
+                Err(_) if run.segment_size.is_some() && self.max_segments() == 1 => {
+                    tracing::info!("the kernel refused UDP segmentation offload; sending one datagram per system call");
+                    let size = run.segment_size.unwrap_or(run.bytes.len());
+                    for datagram in run.bytes.chunks(size) {
+                        if let Err(e) = self.send_run(dst, datagram, None).await {
+                            self.log_send_error(run.dst, &e);
+                        }
+                    }
+                }
+                Err(e) => self.log_send_error(run.dst, &e),
+            }
+        }
+        batch.clear();
+    }
+
+    async fn send_run(
+        &self,
+        destination: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        let transmit = Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
+        loop {
+            let sent = self.socket.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &transmit)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.socket.writable().await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn log_send_error(&mut self, to: SocketAddr, e: &io::Error) {
+        let due = self
+            .last_send_error_log
+            .is_none_or(|at| at.elapsed() >= SEND_ERROR_LOG_EVERY);
+        if due {
+            tracing::warn!(%to, error = %e, "cannot send to peer (repeats are not logged for 10 s)");
+            self.last_send_error_log = Some(Instant::now());
+        }
+    }
+}
+
+/// Turns an IPv4-mapped IPv6 address (what a dual-stack socket reports for an
+/// IPv4 sender) back into IPv4, so endpoints read the way people wrote them.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// The inverse of [`canonical`]: a dual-stack socket can only send to IPv6
+/// addresses, so IPv4 destinations are written in their mapped form.
+fn mapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        SocketAddr::V6(_) => addr,
+    }
+}
+
+/// Binds the WireGuard port (see [`UdpIo::bind`]) and returns the plain socket,
+/// for callers that bind early and build the [`UdpIo`] later.
+pub fn bind_socket(port: u16) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)) {
+        Ok(s) => {
+            s.set_only_v6(false)?;
+            let addr = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+            match s.bind(&addr.into()) {
+                Ok(()) => s,
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
+                Err(_) => bind_v4(port)?,
+            }
+        }
+        Err(_) => bind_v4(port)?,
+    };
+    // Larger buffers are an optimisation; a host that refuses them still works.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+fn bind_v4(port: u16) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
+    Ok(s)
+}
+
+/// Gives the socket back the kernel's default fragmentation policy, which
+/// `quinn-udp` turns off (QUIC probes the path MTU itself). WireGuard does
+/// not: kernel WireGuard lets its outer packets be fragmented, and a tunnel
+/// whose MTU is a little too large should still carry traffic, not drop it.
+/// Best effort: a kernel without an option keeps what it has.
+fn allow_fragmentation(socket: &UdpSocket, v6: bool) {
+    let fd = socket.as_raw_fd();
+    set_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_WANT,
+    );
+    if v6 {
+        set_int(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_WANT,
+        );
+        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
+    }
+}
+
+fn set_int(fd: std::os::fd::RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: `fd` is an open socket borrowed for the call, and the option
+    // value is a live `c_int` whose exact size is passed as its length.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(level, name, error = %io::Error::last_os_error(), "setsockopt refused");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,103 @@
+use super::*;
+use std::time::Duration;
+
+async fn loopback() -> UdpIo {
+    UdpIo::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()).unwrap()
+}
+
+/// A datagram whose bytes say which it is, so order and boundaries show.
+fn datagram(index: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (index * 7 + i) as u8).collect()
+}
+
+/// Receives until `count` datagrams arrived (or 10 s passed: then what came).
+async fn receive(io: &mut UdpIo, count: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < count {
+        let ready = tokio::time::timeout_at(deadline, io.readable()).await;
+        if ready.is_err() {
+            break;
+        }
+        match io.try_recv(|from, bytes| got.push((from, bytes.to_vec()))) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("receive failed: {e}"),
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_batch_arrives_whole_in_order_with_its_boundaries() {
+    let mut tx = loopback().await;
+    let mut rx = loopback().await;
+    let to = rx.local_addr().unwrap();
+    let from = tx.local_addr().unwrap();
+
+    // Full-size runs as bulk traffic makes them, a short one ending a run,
+    // then small ones (acknowledgements).
+    let mut sent = Vec::new();
+    for i in 0..60 {
+        sent.push(datagram(i, 1452));
+    }
+    sent.push(datagram(60, 300));
+    for i in 61..70 {
+        sent.push(datagram(i, 80));
+    }
+    let mut batch = SendBatch::new();
+    for d in &sent {
+        batch.push(to, d, tx.max_segments());
+    }
+    let receiving = tokio::spawn(async move { receive(&mut rx, 70).await });
+    tx.send(&mut batch).await;
+    assert!(batch.is_empty());
+
+    let got = receiving.await.unwrap();
+    assert_eq!(got.len(), sent.len());
+    for (i, ((sender, bytes), expected)) in got.iter().zip(&sent).enumerate() {
+        assert_eq!(*sender, from);
+        assert_eq!(bytes, expected, "datagram {i}");
+    }
+}
+
+#[tokio::test]
+async fn nothing_waiting_is_would_block() {
+    let mut io = loopback().await;
+    let error = io
+        .try_recv(|_, _| panic!("no datagram was sent"))
+        .unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+}
+
+#[tokio::test]
+async fn a_dual_stack_socket_reaches_and_reports_ipv4_peers_as_ipv4() {
+    let std_socket = std::net::UdpSocket::bind("[::]:0").unwrap();
+    std_socket.set_nonblocking(true).unwrap();
+    let mut dual = UdpIo::new(UdpSocket::from_std(std_socket).unwrap()).unwrap();
+    let port = dual.local_addr().unwrap().port();
+    let mut v4 = loopback().await;
+    let v4_addr = v4.local_addr().unwrap();
+
+    let mut batch = SendBatch::new();
+    batch.push(v4_addr, b"to v4", dual.max_segments());
+    dual.send(&mut batch).await;
+    let got = receive(&mut v4, 1).await;
+    assert_eq!(got[0].1, b"to v4");
+    assert_eq!(got[0].0.port(), port);
+
+    batch.push(SocketAddr::from(([127, 0, 0, 1], port)), b"back", 1);
+    v4.send(&mut batch).await;
+    let got = receive(&mut dual, 1).await;
+    assert_eq!(got, vec![(v4_addr, b"back".to_vec())]);
+}
+
+#[test]
+fn mapped_addresses_round_trip() {
+    let v4: SocketAddr = "192.0.2.7:51820".parse().unwrap();
+    assert!(mapped(v4).is_ipv6());
+    assert_eq!(canonical(mapped(v4)), v4);
+    let v6: SocketAddr = "[2001:db8::1]:51820".parse().unwrap();
+    assert_eq!(canonical(v6), v6);
+    assert_eq!(mapped(v6), v6);
+}
