@@ -53,6 +53,11 @@ enum Command {
         /// More logging: -v for debug, -vv for trace. RUST_LOG overrides.
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
+        /// Threads that run the tunnel and the forwards. One is fastest on machines with a
+        /// few cores (a hand-off between threads costs more than a second core brings, see
+        /// docs/benchmarks.md); more can help a relay with many busy clients on many cores.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        threads: u16,
     },
     /// Show a running peer: its peers (like `wg show`), forwards and exposes.
     Status {
@@ -138,7 +143,11 @@ fn main() -> ExitCode {
         Command::Genkey => genkey(),
         Command::Pubkey => pubkey(),
         Command::Check { config } => return check(&config),
-        Command::Up { config, verbose } => up(&config, verbose),
+        Command::Up {
+            config,
+            verbose,
+            threads,
+        } => up(&config, verbose, threads),
         Command::Status { config, json } => status(&config, json),
         Command::Reload { config } => reload(&config),
         Command::Init {
@@ -234,7 +243,7 @@ fn report_config_error(e: &ConfigError, outcome: &str) {
     }
 }
 
-fn up(path: &std::path::Path, verbose: u8) -> Result<()> {
+fn up(path: &std::path::Path, verbose: u8, threads: u16) -> Result<()> {
     init_logging(verbose);
     let loaded = match Config::load(path) {
         Ok(l) => l,
@@ -251,6 +260,7 @@ fn up(path: &std::path::Path, verbose: u8) -> Result<()> {
         tracing::warn!("{w}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(threads))
         .enable_all()
         .build()
         .context("starting the async runtime")?;
