@@ -60,6 +60,11 @@ pub async fn run(
     let mut udp = UdpIo::new(udp)?;
     let mut batch = SendBatch::new();
     let far = Duration::from_secs(3600);
+    // One timer for the life of the loop, moved only when the deadline moves: a
+    // fresh timer per turn re-registers with the runtime every packet, and one
+    // earlier than the driver's planned wake-up costs a wake-up of its own.
+    let timer = tokio::time::sleep_until(Instant::now() + far);
+    tokio::pin!(timer);
 
     loop {
         let now = Instant::now();
@@ -69,6 +74,9 @@ pub async fn run(
             .map(Instant::from_std)
             .unwrap_or(now + far);
         let deadline = wg_at.min(ip_at);
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
 
         tokio::select! {
             biased;
@@ -102,7 +110,7 @@ pub async fn run(
                     let _ = reply.send(wg.update(config, std::time::Instant::now()));
                 }
             },
-            _ = tokio::time::sleep_until(deadline) => {}
+            _ = &mut timer => {}
         }
 
         let now = std::time::Instant::now();
