@@ -21,6 +21,7 @@
 
 mod error;
 mod netlink;
+pub mod offload;
 mod sys;
 
 use std::fs::{File, OpenOptions};
