@@ -133,11 +133,22 @@ fn create_with_offloads(requested: &str) -> Option<(File, String)> {
 }
 
 impl Tun {
-    /// Creates and configures a TUN device, ready for traffic when this returns.
+    /// Creates and configures a TUN device with offloads where the kernel allows them (see
+    /// [`Tun::offload`]), ready for traffic when this returns.
     ///
     /// Must be called from within a Tokio runtime with IO enabled (the descriptor is
     /// registered with its reactor). If any step fails, the half-made device is removed.
     pub fn create(config: &TunConfig) -> Result<Tun, TunError> {
+        Tun::create_inner(config, true)
+    }
+
+    /// Like [`create`](Tun::create) without offloads: every read and write is exactly one
+    /// bare IP packet.
+    pub fn create_plain(config: &TunConfig) -> Result<Tun, TunError> {
+        Tun::create_inner(config, false)
+    }
+
+    fn create_inner(config: &TunConfig, offloads: bool) -> Result<Tun, TunError> {
         let requested = config.name.as_deref().unwrap_or(DEFAULT_NAME);
         validate(config, requested)?;
         let routes = routes_to_add(config);
@@ -145,7 +156,12 @@ impl Tun {
             return Err(TunError::NoRuntime);
         }
 
-        let (file, name, offload) = match create_with_offloads(requested) {
+        let with_offloads = if offloads {
+            create_with_offloads(requested)
+        } else {
+            None
+        };
+        let (file, name, offload) = match with_offloads {
             Some((file, name)) => (file, name, true),
             None => {
                 let file = open_tun()?;
