@@ -320,7 +320,22 @@ pub fn segment(
         return Ok(1);
     }
 
-    let ip = parse_ip(pkt).ok_or(OffloadError::BadIpHeader)?;
+    let mut ip = parse_ip(pkt).ok_or(OffloadError::BadIpHeader)?;
+    let proto = match gso_type {
+        GSO_TCPV4 | GSO_TCPV6 => PROTO_TCP,
+        _ => PROTO_UDP,
+    };
+    if ip.v6 && ip.proto != proto && hdr.flags & F_NEEDS_CSUM != 0 {
+        // IPv6 extension headers: the kernel's csum_start says where the transport header
+        // is. They are carried along unchanged in every segment (the payload length field
+        // counts them, and the pseudo-header names the transport protocol).
+        let start = usize::from(hdr.csum_start);
+        if start <= 40 || start > pkt.len() {
+            return Err(OffloadError::BadChecksumOffsets);
+        }
+        ip.len = start;
+        ip.proto = proto;
+    }
     let (tcp, csum_offset) = match gso_type {
         GSO_TCPV4 | GSO_TCPV6 => {
             if ip.v6 != (gso_type == GSO_TCPV6) || ip.proto != PROTO_TCP {

@@ -304,6 +304,48 @@ fn tcp_super_packets_are_split_into_valid_segments() {
 }
 
 #[test]
+fn ipv6_extension_headers_ride_along_in_every_segment() {
+    // A TCP super-packet behind an 8-byte destination-options header.
+    let plain = tcp_packet(Tcp { v6: true, ..T }, &noise(12, 3000));
+    let mut sup = plain[..40].to_vec();
+    sup[6] = 60; // next header: destination options
+    sup[4..6].copy_from_slice(&((plain.len() - 40 + 8) as u16).to_be_bytes());
+    sup.extend_from_slice(&[PROTO_TCP, 0, 1, 4, 0, 0, 0, 0]);
+    sup.extend_from_slice(&plain[40..]);
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV6,
+        hdr_len: 48 + 32,
+        gso_size: 1000,
+        csum_start: 48,
+        csum_offset: 16,
+    };
+    let out = segment_all(&mut frame(hdr, &sup), 1420).unwrap();
+    assert_eq!(out.len(), 3);
+    let mut joined = Vec::new();
+    for p in &out {
+        assert_eq!(p[6], 60);
+        assert_eq!(p[40..48], sup[40..48]);
+        assert_eq!(usize::from(u16::from_be_bytes([p[4], p[5]])), p.len() - 40);
+        // The checksum as a receiver computes it: pseudo-header with the TCP length and
+        // protocol 6, over the TCP header and payload.
+        let mut all = p[8..40].to_vec();
+        all.extend_from_slice(&((p.len() - 48) as u32).to_be_bytes());
+        all.extend_from_slice(&[0, 0, 0, PROTO_TCP]);
+        all.extend_from_slice(&p[48..]);
+        assert_eq!(reference_checksum(&all), 0);
+        joined.extend_from_slice(&p[48 + 32..]);
+    }
+    assert_eq!(joined, plain[40 + 32..]);
+    // Without NEEDS_CSUM there is nothing to say where TCP starts: refused.
+    let hdr = VnetHdr { flags: 0, ..hdr };
+    assert_eq!(
+        segment_all(&mut frame(hdr, &sup), 1420),
+        Err(OffloadError::BadIpHeader)
+    );
+}
+
+#[test]
 fn segments_fit_the_mtu_even_when_gso_size_does_not() {
     let sup = tcp_packet(T, &noise(6, 3000));
     let hdr = VnetHdr {
