@@ -562,9 +562,10 @@ impl Coalescer {
     }
 
     /// Queues one IP packet for the device, joining it to its flow's super-packet if it can.
-    /// Must not be called while a flush is incomplete (after it returned `WouldBlock`).
+    /// Meant to be called when [`has_room`](Coalescer::has_room) says so; after a flush that
+    /// returned `WouldBlock` the packet is queued behind the rest and joins nothing already
+    /// being written.
     pub fn push(&mut self, pkt: &[u8]) {
-        debug_assert_eq!(self.written, 0, "push during an incomplete flush");
         let seg = coalescable(pkt);
         if let Some(seg) = seg {
             if self.try_merge(pkt, seg) {
@@ -612,7 +613,7 @@ impl Coalescer {
             return false;
         };
         let item = &self.items[index];
-        let Some(mut t) = item.tcp else {
+        let Some(mut t) = item.tcp.filter(|_| !item.finalized) else {
             return false;
         };
         let head = &self.arena[item.start..item.start + item.len];

@@ -773,10 +773,14 @@ fn a_blocked_flush_resumes_where_it_stopped() {
     assert_eq!(r.unwrap_err().kind(), io::ErrorKind::WouldBlock);
     assert!(!c.is_empty());
     assert!(!c.has_room(10), "no pushes into an unfinished flush");
+    // Pushed anyway: queued behind, and joins nothing that is half written.
+    let a2 = tcp_packet(Tcp { seq: 3000, ..T }, &noise(102, 1000));
+    c.push(&a2);
     let rest = written(&mut c);
     assert_eq!(first.len(), 1);
-    assert_eq!(rest.len(), 1);
+    assert_eq!(rest.len(), 2);
     assert_eq!(rest[0][VNET_HDR_LEN..], u[..]);
+    assert_eq!(rest[1][VNET_HDR_LEN..], a2[..]);
     assert!(c.has_room(10));
 }
 
