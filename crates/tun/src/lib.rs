@@ -17,14 +17,22 @@
 //! which tells the user how to grant it or to fall back to the userspace stack.
 //!
 //! The device lives in the network namespace of the thread that calls [`Tun::create`].
+//!
+//! Offloads: the device is first made with `IFF_VNET_HDR` and `TUNSETOFFLOAD`
+//! (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`, plus `TUN_F_USO4 | TUN_F_USO6` where the kernel
+//! has them). Then [`Tun::offload`] is true and every read and write carries a
+//! `virtio_net_hdr` in front of the packet, reads may be TCP/UDP super-packets of up to
+//! 64 KiB, and writes may be too: [`offload`] splits and coalesces them. A kernel that refuses
+//! gets today's device instead (one bare packet per read or write), with a debug log.
 #![deny(missing_docs)]
 
 mod error;
 mod netlink;
+pub mod offload;
 mod sys;
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -77,14 +85,70 @@ impl Default for TunConfig {
 pub struct Tun {
     fd: AsyncFd<File>,
     name: String,
+    offload: bool,
+}
+
+/// Offloads asked for first; the kernel refuses the USO bits before Linux 6.2.
+const OFFLOADS: libc::c_uint =
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_USO4 | libc::TUN_F_USO6;
+/// Offloads asked for when [`OFFLOADS`] is refused.
+const OFFLOADS_NO_USO: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+
+/// Opens `/dev/net/tun` for a new device.
+fn open_tun() -> Result<File, TunError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/net/tun")
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => TunError::NoTunDevice,
+            _ => map_os_error("creating TUN device: opening /dev/net/tun", e),
+        })
+}
+
+/// Makes a device with `IFF_VNET_HDR` and turns offloads on. `None` when the kernel refuses
+/// either (the half-made device is dropped, which removes it); the caller then makes a plain
+/// one and reports the errors that matter.
+fn create_with_offloads(requested: &str) -> Option<(File, String)> {
+    let file = open_tun().ok()?;
+    let name = match sys::tun_set_iff(&file, requested, true) {
+        Ok(name) => name,
+        Err(e) => {
+            tracing::debug!(error = %e, "TUN device with IFF_VNET_HDR refused; no offloads");
+            return None;
+        }
+    };
+    let result = sys::tun_set_offload(&file, OFFLOADS).or_else(|e| {
+        tracing::debug!(device = %name, error = %e, "TUN UDP segmentation offload refused");
+        sys::tun_set_offload(&file, OFFLOADS_NO_USO)
+    });
+    match result {
+        Ok(()) => Some((file, name)),
+        Err(e) => {
+            tracing::debug!(device = %name, error = %e, "TUNSETOFFLOAD refused; one packet per read and write");
+            None
+        }
+    }
 }
 
 impl Tun {
-    /// Creates and configures a TUN device, ready for traffic when this returns.
+    /// Creates and configures a TUN device with offloads where the kernel allows them (see
+    /// [`Tun::offload`]), ready for traffic when this returns.
     ///
     /// Must be called from within a Tokio runtime with IO enabled (the descriptor is
     /// registered with its reactor). If any step fails, the half-made device is removed.
     pub fn create(config: &TunConfig) -> Result<Tun, TunError> {
+        Tun::create_inner(config, true)
+    }
+
+    /// Like [`create`](Tun::create) without offloads: every read and write is exactly one
+    /// bare IP packet.
+    pub fn create_plain(config: &TunConfig) -> Result<Tun, TunError> {
+        Tun::create_inner(config, false)
+    }
+
+    fn create_inner(config: &TunConfig, offloads: bool) -> Result<Tun, TunError> {
         let requested = config.name.as_deref().unwrap_or(DEFAULT_NAME);
         validate(config, requested)?;
         let routes = routes_to_add(config);
@@ -92,29 +156,32 @@ impl Tun {
             return Err(TunError::NoRuntime);
         }
 
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open("/dev/net/tun")
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => {
-                    TunError::NoTunDevice
-                }
-                _ => map_os_error("creating TUN device: opening /dev/net/tun", e),
-            })?;
-        let name = sys::tun_set_iff(&file, requested).map_err(|e| match e.raw_os_error() {
-            // EBUSY: a TUN device of that name exists (IFF_TUN_EXCL); EINVAL: some other kind
-            // of interface has that name.
-            Some(libc::EBUSY) | Some(libc::EINVAL) | Some(libc::EEXIST)
-                if !requested.contains('%') && sys::if_index(requested).is_ok() =>
-            {
-                TunError::NameInUse {
-                    name: requested.to_owned(),
-                }
+        let with_offloads = if offloads {
+            create_with_offloads(requested)
+        } else {
+            None
+        };
+        let (file, name, offload) = match with_offloads {
+            Some((file, name)) => (file, name, true),
+            None => {
+                let file = open_tun()?;
+                let name = sys::tun_set_iff(&file, requested, false).map_err(|e| {
+                    match e.raw_os_error() {
+                        // EBUSY: a TUN device of that name exists (IFF_TUN_EXCL); EINVAL:
+                        // some other kind of interface has that name.
+                        Some(libc::EBUSY) | Some(libc::EINVAL) | Some(libc::EEXIST)
+                            if !requested.contains('%') && sys::if_index(requested).is_ok() =>
+                        {
+                            TunError::NameInUse {
+                                name: requested.to_owned(),
+                            }
+                        }
+                        _ => map_os_error("creating TUN device", e),
+                    }
+                })?;
+                (file, name, false)
             }
-            _ => map_os_error("creating TUN device", e),
-        })?;
+        };
         // From here on, returning early drops `file`, which removes the device again.
         let index = sys::if_index(&name)
             .map_err(|e| map_os_error(format!("looking up the index of {name}"), e))?;
@@ -153,7 +220,16 @@ impl Tun {
 
         let fd = sys::register(file)
             .map_err(|e| map_os_error(format!("registering {name} with the Tokio reactor"), e))?;
-        Ok(Tun { fd, name })
+        tracing::debug!(device = %name, offload, "TUN device up");
+        Ok(Tun { fd, name, offload })
+    }
+
+    /// Whether offloads are on: then every [`recv`](Tun::recv) returns a `virtio_net_hdr`
+    /// ([`offload::VNET_HDR_LEN`] bytes) followed by a packet or super-packet (split it with
+    /// [`offload::segment`]), and every write must start with such a header (a zero one for a
+    /// plain packet; [`offload::Coalescer`] writes super-packets).
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 
     /// The interface name the kernel gave the device (e.g. "pinhole0").
@@ -162,7 +238,8 @@ impl Tun {
     }
 
     /// Waits for and reads one IP packet routed into the device. `buf` should hold at least
-    /// the MTU; a longer packet is truncated to `buf.len()`.
+    /// the MTU (with [`offload`](Tun::offload): the header and 64 KiB); a longer packet is
+    /// truncated to `buf.len()`.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.fd
             .async_io(Interest::READABLE, |mut file| file.read(buf))
@@ -189,6 +266,18 @@ impl Tun {
     pub fn try_send(&self, packet: &[u8]) -> io::Result<usize> {
         self.fd
             .try_io(Interest::WRITABLE, |mut file| file.write(packet))
+    }
+
+    /// Like [`try_send`](Tun::try_send) with the packet in pieces (one `writev`): how the
+    /// header and a super-packet's segments go out without being copied together.
+    pub fn try_send_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.fd
+            .try_io(Interest::WRITABLE, |mut file| file.write_vectored(bufs))
+    }
+
+    /// Waits until the device may take a write (after a `WouldBlock`).
+    pub async fn writable(&self) -> io::Result<()> {
+        self.fd.writable().await.map(drop)
     }
 }
 

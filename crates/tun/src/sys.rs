@@ -1,5 +1,6 @@
-//! The only `unsafe` in Pinhole: the TUNSETIFF ioctl, `if_nametoindex`, opening a netlink
-//! socket and registering the TUN descriptor with Tokio. Each block is a single system call on memory this module owns, behind a safe function.
+//! The only `unsafe` in Pinhole: the TUNSETIFF and TUNSETOFFLOAD ioctls, `if_nametoindex`,
+//! opening a netlink socket and registering the TUN descriptor with Tokio. Each block is a
+//! single system call on memory this module owns, behind a safe function.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -18,10 +19,12 @@ pub(crate) const MAX_NAME_LEN: usize = libc::IFNAMSIZ - 1;
 ///
 /// Flags: `IFF_TUN` (IP packets, no Ethernet), `IFF_NO_PI` (no 4-byte packet-info header in
 /// front of each packet), `IFF_TUN_EXCL` (fail instead of attaching to an existing persistent
-/// device, so the device is always ours and goes away when the file is closed).
+/// device, so the device is always ours and goes away when the file is closed), and with
+/// `vnet_hdr` `IFF_VNET_HDR` (a 10-byte `virtio_net_hdr` in front of each packet, which is
+/// what carries offloads; see [`tun_set_offload`]).
 ///
 /// `name` must already be checked: shorter than IFNAMSIZ, no NUL.
-pub(crate) fn tun_set_iff(file: &File, name: &str) -> io::Result<String> {
+pub(crate) fn tun_set_iff(file: &File, name: &str, vnet_hdr: bool) -> io::Result<String> {
     debug_assert!(name.len() <= MAX_NAME_LEN && !name.contains('\0'));
     // SAFETY: `ifreq` is plain old data (a char array and a union of integers, structs of
     // integers and pointers); all-zero bytes are a valid value of every field.
@@ -29,8 +32,9 @@ pub(crate) fn tun_set_iff(file: &File, name: &str) -> io::Result<String> {
     for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
+    let vnet = if vnet_hdr { libc::IFF_VNET_HDR } else { 0 };
     ifr.ifr_ifru.ifru_flags =
-        (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_TUN_EXCL) as libc::c_short;
+        (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_TUN_EXCL | vnet) as libc::c_short;
     // SAFETY: `file` is an open descriptor we borrow for the call; TUNSETIFF reads and writes
     // exactly one `struct ifreq`, and `ifr` is a live, exclusively borrowed `ifreq` that
     // outlives the call. The name is NUL-terminated because at most IFNAMSIZ-1 bytes were set.
@@ -56,6 +60,26 @@ pub(crate) fn tun_set_iff(file: &File, name: &str) -> io::Result<String> {
             "kernel returned a non-UTF-8 interface name",
         )
     })
+}
+
+/// Tells the kernel which offloads the reader of the device handles (`TUN_F_*` bits): with
+/// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6` it sends TCP super-packets and partial checksums
+/// into the device and accepts them from it. Needs a device made with `IFF_VNET_HDR`;
+/// `EINVAL` for a bit the kernel does not know (e.g. USO before Linux 6.2).
+pub(crate) fn tun_set_offload(file: &File, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: `file` is an open descriptor we borrow for the call; TUNSETOFFLOAD takes its
+    // argument by value (an unsigned long of flags), so no memory is passed.
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            libc::c_ulong::from(flags),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The interface index of `name` in the calling thread's network namespace.

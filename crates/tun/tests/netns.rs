@@ -4,12 +4,12 @@
 //! there and vanish with it; nothing touches the host's namespace. They need root and are
 //! skipped, with the reason printed, without it.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use pinhole_tun::{Tun, TunConfig, TunError};
+use pinhole_tun::{offload, Tun, TunConfig, TunError};
 
 /// Runs `test` with a current-thread Tokio runtime on a thread inside a new network namespace.
 fn in_netns<F, Fut>(name: &str, test: F)
@@ -201,7 +201,7 @@ fn device_has_its_addresses_mtu_and_routes() {
 #[test]
 fn kernel_udp_comes_out_of_recv() {
     in_netns("kernel_udp_comes_out_of_recv", || async {
-        let tun = Tun::create(&test_config()).expect("create");
+        let tun = Tun::create_plain(&test_config()).expect("create");
 
         let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
         sock.send_to(b"hello v4", "10.99.0.2:9").unwrap();
@@ -235,7 +235,7 @@ fn kernel_udp_comes_out_of_recv() {
 #[test]
 fn kernel_answers_a_ping_written_with_send() {
     in_netns("kernel_answers_a_ping_written_with_send", || async {
-        let tun = Tun::create(&test_config()).expect("create");
+        let tun = Tun::create_plain(&test_config()).expect("create");
         let (peer, local) = (Ipv4Addr::new(10, 99, 0, 2), Ipv4Addr::new(10, 99, 0, 1));
         let request = echo_request(peer, local, 0x1234, 7, b"pinhole ping");
         assert_eq!(tun.send(&request).await.unwrap(), request.len());
@@ -264,7 +264,7 @@ fn kernel_answers_a_ping_written_with_send() {
 #[test]
 fn tcp_connect_sends_a_syn() {
     in_netns("tcp_connect_sends_a_syn", || async {
-        let tun = Tun::create(&test_config()).expect("create");
+        let tun = Tun::create_plain(&test_config()).expect("create");
         let connect = tokio::spawn(tokio::net::TcpStream::connect("10.99.0.2:80"));
 
         let syn = recv_matching(&tun, |p| p.protocol == 6).await;
@@ -280,7 +280,7 @@ fn tcp_connect_sends_a_syn() {
 #[test]
 fn try_recv_drains_a_batch_then_would_block() {
     in_netns("try_recv_drains_a_batch_then_would_block", || async {
-        let tun = Tun::create(&test_config()).expect("create");
+        let tun = Tun::create_plain(&test_config()).expect("create");
         let mut buf = vec![0u8; 2048];
         let is_ours = |n: usize, buf: &[u8]| {
             parse(&buf[..n])
@@ -415,5 +415,165 @@ fn an_existing_route_is_a_clear_error() {
         };
         let err = Tun::create(&second).unwrap_err();
         assert!(matches!(err, TunError::RouteExists { .. }), "{err}");
+    });
+}
+
+/// An IPv4 TCP packet from 10.99.0.2:40000 to 10.99.0.1:`dport` with valid checksums.
+fn tcp_to_local(dport: u16, seq: u32, ack: u32, flags: u8, options: &[u8], data: &[u8]) -> Vec<u8> {
+    let (src, dst) = ([10, 99, 0, 2], [10, 99, 0, 1]);
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&40000u16.to_be_bytes());
+    tcp.extend_from_slice(&dport.to_be_bytes());
+    tcp.extend_from_slice(&seq.to_be_bytes());
+    tcp.extend_from_slice(&ack.to_be_bytes());
+    tcp.push(((20 + options.len()) / 4 * 16) as u8);
+    tcp.push(flags);
+    tcp.extend_from_slice(&65535u16.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 0]);
+    tcp.extend_from_slice(options);
+    tcp.extend_from_slice(data);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&tcp);
+    let c = checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip.extend_from_slice(&tcp);
+    ip
+}
+
+/// Whether the TCP checksum of an IPv4 packet verifies.
+fn tcp_checksum_ok(p: &[u8]) -> bool {
+    let mut pseudo = p[12..20].to_vec();
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&((p.len() - 20) as u16).to_be_bytes());
+    pseudo.extend_from_slice(&p[20..]);
+    checksum(&pseudo) == 0
+}
+
+/// Reads frames from an offload device until `wanted` has seen enough; every packet cut
+/// from a frame is checked (size, checksums) before `wanted` sees it. Returns whether any
+/// frame was a super-packet.
+async fn recv_segments(tun: &Tun, mtu: usize, mut wanted: impl FnMut(&[u8]) -> bool) -> bool {
+    let mut buf = vec![0u8; 70_000];
+    let mut scratch = Vec::new();
+    let mut saw_gso = false;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), tun.recv(&mut buf))
+            .await
+            .expect("no packet within 5 s")
+            .expect("recv");
+        let hdr = offload::VnetHdr::decode(&buf[..n]).expect("a vnet header");
+        saw_gso |= hdr.gso_type != offload::GSO_NONE;
+        let mut packets = Vec::new();
+        offload::segment(&mut buf[..n], mtu, &mut scratch, |p| {
+            packets.push(p.to_vec())
+        })
+        .expect("a frame the kernel wrote splits");
+        let mut done = false;
+        for p in packets {
+            assert!(p.len() <= mtu, "{} bytes", p.len());
+            if p[0] >> 4 == 4 && p[9] == 6 {
+                assert!(tcp_checksum_ok(&p), "TCP checksum");
+                assert_eq!(checksum(&p[..20]), 0, "IPv4 header checksum");
+                done |= wanted(&p);
+            }
+        }
+        if done {
+            return saw_gso;
+        }
+    }
+}
+
+#[test]
+fn kernel_tcp_through_offloads_both_ways() {
+    in_netns("kernel_tcp_through_offloads_both_ways", || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tun = Tun::create(&test_config()).expect("create");
+        if !tun.offload() {
+            eprintln!(
+                "skipping kernel_tcp_through_offloads_both_ways: this kernel refuses TUN offloads"
+            );
+            return;
+        }
+        let mtu = 1400;
+        let listener = tokio::net::TcpListener::bind("10.99.0.1:5000")
+            .await
+            .unwrap();
+        let zero = [0u8; offload::VNET_HDR_LEN];
+        // The reactor learns the device is writable once; TUN writes then never block.
+        tun.writable().await.unwrap();
+        let send = |p: &[u8]| {
+            let n = tun
+                .try_send_vectored(&[IoSlice::new(&zero), IoSlice::new(p)])
+                .expect("write");
+            assert_eq!(n, zero.len() + p.len());
+        };
+
+        // Handshake as 10.99.0.2: SYN with MSS 1360, SYN-ACK read back, ACK.
+        let isn = 7_000u32;
+        send(&tcp_to_local(5000, isn, 0, 0x02, &[2, 4, 0x05, 0x50], b""));
+        let mut server_isn = None;
+        recv_segments(&tun, mtu, |p| {
+            let tcp = &p[20..];
+            if tcp[0..2] == 5000u16.to_be_bytes() && tcp[13] == 0x12 {
+                server_isn = Some(u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]));
+            }
+            server_isn.is_some()
+        })
+        .await;
+        let server_isn = server_isn.unwrap();
+        let (seq, ack) = (isn + 1, server_isn.wrapping_add(1));
+        send(&tcp_to_local(5000, seq, ack, 0x10, &[], b""));
+        let (mut conn, _) = listener.accept().await.unwrap();
+
+        // Write side: five segments coalesced into one GSO write reach the socket intact.
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut gro = offload::Coalescer::new();
+        for (i, chunk) in data.chunks(1000).enumerate() {
+            let seq = seq + 1000 * i as u32;
+            gro.push(&tcp_to_local(5000, seq, ack, 0x10, &[], chunk));
+        }
+        let mut writes = 0;
+        gro.flush(|iov| {
+            writes += 1;
+            tun.try_send_vectored(iov).map(drop)
+        })
+        .unwrap();
+        assert_eq!(writes, 1, "one write for the whole burst");
+        let mut got = vec![0u8; data.len()];
+        tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut got))
+            .await
+            .expect("data within 5 s")
+            .unwrap();
+        assert_eq!(got, data);
+
+        // Read side: the kernel's answer comes as a super-packet that splits into valid
+        // segments no larger than the MTU, in sequence.
+        let reply: Vec<u8> = (0..12_000u32).map(|i| (i % 253) as u8).collect();
+        conn.write_all(&reply).await.unwrap();
+        let mut received = Vec::new();
+        let saw_gso = recv_segments(&tun, mtu, |p| {
+            let tcp = &p[20..];
+            let doff = usize::from(tcp[12] >> 4) * 4;
+            let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+            if tcp[0..2] == 5000u16.to_be_bytes() && p.len() > 20 + doff {
+                assert_eq!(seq, ack.wrapping_add(received.len() as u32), "in order");
+                received.extend_from_slice(&p[20 + doff..]);
+            }
+            received.len() >= reply.len()
+        })
+        .await;
+        assert_eq!(received, reply);
+        assert!(saw_gso, "the kernel used TSO on the device");
     });
 }
