@@ -166,7 +166,10 @@ pub fn fold(mut acc: u64) -> u16 {
 /// length), unfolded. `src` and `dst` are 4 or 16 bytes.
 pub fn pseudo_header_sum(proto: u8, src: &[u8], dst: &[u8], transport_len: usize) -> u64 {
     let acc = checksum_add(dst, checksum_add(src, 0));
-    acc + u64::from(proto) + transport_len as u64
+    // Through checksum_add, not `+`: an IPv6 address sum can sit just under 2^64, and a
+    // plain add would overflow (a panic in debug builds, a checksum off by one in release).
+    let len = u32::try_from(transport_len).unwrap_or(u32::MAX);
+    checksum_add(&len.to_be_bytes(), checksum_add(&[0, proto], acc))
 }
 
 /// The complemented checksum of a whole IPv4 header (its checksum field must be zero).
@@ -378,7 +381,14 @@ pub fn segment(
     if room == 0 {
         return Err(OffloadError::MtuTooSmall);
     }
-    let size = usize::from(hdr.gso_size).min(room);
+    // TCP is a byte stream and may be re-cut to fit the MTU; a UDP datagram's boundaries
+    // are its meaning, so UDP is cut exactly at gso_size (a datagram over the MTU then goes
+    // out whole, as a plain over-MTU packet does).
+    let size = if tcp {
+        usize::from(hdr.gso_size).min(room)
+    } else {
+        usize::from(hdr.gso_size)
+    };
 
     let (head, payload) = pkt.split_at(headers);
     let id = u16::from_be_bytes([head[4], head[5]]);
@@ -463,7 +473,9 @@ fn coalescable(pkt: &[u8]) -> Option<TcpSegment> {
     } else {
         ip.len == 20 && usize::from(u16::from_be_bytes([pkt[2], pkt[3]])) == pkt.len()
     };
-    if !exact {
+    // A header the kernel would drop (bad IPv4 header checksum) is not merged into a
+    // super-packet whose header is then recomputed.
+    if !exact || (!ip.v6 && fold(checksum_add(&pkt[..20], 0)) != 0xffff) {
         return None;
     }
     let tcp = pkt.get(ip.len..ip.len + 20)?;
@@ -758,7 +770,7 @@ fn same_headers(head: &[u8], pkt: &[u8], h: TcpSegment, p: TcpSegment) -> bool {
     };
     let (ht, pt) = (&head[h.ip.len..h.headers], &pkt[p.ip.len..p.headers]);
     ip_same
-        && ht[8..12] == pt[8..12]
+        && ht[8..13] == pt[8..13]
         && (ht[13] & !TCP_PSH) == (pt[13] & !TCP_PSH)
         && ht[14..16] == pt[14..16]
         && ht[18..] == pt[18..]

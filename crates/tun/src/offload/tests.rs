@@ -399,6 +399,28 @@ fn udp_super_packets_are_split() {
 }
 
 #[test]
+fn udp_datagrams_keep_their_boundaries_when_the_mtu_is_smaller() {
+    // Two 1400-byte datagrams in one USO super-packet, a 1000-byte MTU: cutting at the MTU
+    // would mix the two; each must come out whole, as an over-MTU plain packet does.
+    let payload = noise(9, 2800);
+    let sup = udp_packet(false, &payload);
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_UDP_L4,
+        hdr_len: 28,
+        gso_size: 1400,
+        csum_start: 20,
+        csum_offset: 6,
+    };
+    let out = segment_all(&mut frame(hdr, &partial(&sup, 6)), 1000).unwrap();
+    assert_eq!(out.len(), 2);
+    for (p, original) in out.iter().zip(payload.chunks(1400)) {
+        assert!(transport_ok(p) && ipv4_header_ok(p));
+        assert_eq!(&p[28..], original);
+    }
+}
+
+#[test]
 fn malformed_frames_are_refused() {
     let tcp4 = tcp_packet(T, &noise(8, 3000));
     let gso = VnetHdr {
@@ -653,6 +675,17 @@ fn what_may_not_be_coalesced_is_written_as_it_came() {
             p
         }),
         ("pure ACK", tcp_packet(Tcp { seq: 2000, ..T }, b"")),
+        ("other AE or reserved bits", {
+            let mut p = next(T);
+            p[20 + 12] |= 0x01;
+            refresh_tcp_checksum(&mut p);
+            p
+        }),
+        ("bad IPv4 header checksum", {
+            let mut p = next(T);
+            p[10] ^= 0x01;
+            p
+        }),
         ("UDP", udp_packet(false, b"hello")),
     ];
     for (what, second) in cases {
@@ -669,6 +702,39 @@ fn what_may_not_be_coalesced_is_written_as_it_came() {
 }
 
 const TCP_SYN_FOR_TEST: u8 = 0x02;
+
+/// Recomputes the TCP checksum of an IPv4 `pkt` after a test changed its header.
+fn refresh_tcp_checksum(pkt: &mut [u8]) {
+    pkt[20 + 16..20 + 18].copy_from_slice(&[0, 0]);
+    let mut all = pseudo_bytes(pkt);
+    all.extend_from_slice(&pkt[20..]);
+    let c = reference_checksum(&all);
+    pkt[20 + 16..20 + 18].copy_from_slice(&c.to_be_bytes());
+    assert!(transport_ok(pkt));
+}
+
+#[test]
+fn the_pseudo_header_sum_is_exact_for_addresses_that_sum_near_two_to_the_64() {
+    // Found in review: these two IPv6 addresses sum to 0xffff_ffff_ffff_fff2 in 64-bit
+    // words, so adding the protocol and length with `+` overflowed.
+    let src = [
+        0xfd, 0x98, 0, 0, 0, 0, 0, 0, 0x04, 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0,
+    ];
+    let dst = [0xfd, 0x98, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    for len in [0usize, 20, 1440, 65_535] {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&src);
+        bytes.extend_from_slice(&dst);
+        bytes.extend_from_slice(&(len as u32).to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, PROTO_TCP]);
+        let expected = reference_sum(&bytes) as u16;
+        assert_eq!(
+            fold(pseudo_header_sum(PROTO_TCP, &src, &dst, len)),
+            expected,
+            "{len}"
+        );
+    }
+}
 
 #[test]
 fn a_bad_first_checksum_keeps_the_flow_apart() {
