@@ -123,8 +123,8 @@ pub async fn run(
         }
         ip.poll(now);
         ip.outbound_to(&mut wg, now);
-        let max_segments = udp.max_segments();
         while let Some(transmit) = wg.poll_transmit() {
+            let max_segments = udp.max_segments_to(transmit.dst);
             batch.push(transmit.dst, &transmit.payload, max_segments);
             wg.recycle(transmit.payload);
             if batch.bytes() >= SEND_FLUSH_BYTES {

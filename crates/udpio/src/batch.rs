@@ -13,10 +13,11 @@ use std::net::SocketAddr;
 pub const MAX_GSO_BYTES: usize = 65_535 - 48;
 
 /// Largest segment sent with GSO, by destination family: the kernel refuses a
-/// segment that, with its headers, exceeds the outgoing device's MTU, so runs
-/// are only built from datagrams that fit a 1,500-byte Ethernet MTU. Larger
-/// ones (a raised overlay MTU) are sent one by one and may be fragmented, as
-/// before.
+/// segment that, with its headers, exceeds the path MTU, so runs are only
+/// built from datagrams that fit a 1,500-byte Ethernet MTU. Larger ones (a
+/// raised overlay MTU) are sent one by one and may be fragmented, as before;
+/// a smaller path MTU makes the socket resend the run one by one
+/// ([`crate::UdpIo::send`]).
 fn max_segment(dst: &SocketAddr) -> usize {
     match dst {
         SocketAddr::V4(_) => 1_500 - 20 - 8,

@@ -10,6 +10,7 @@
 
 mod batch;
 
+use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -35,6 +36,14 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// cannot flood the log.
 const SEND_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// How long a destination whose GSO send failed gets one datagram per system
+/// call before GSO is tried again (its path MTU may have come back).
+const NO_GSO_FOR: Duration = Duration::from_secs(60);
+
+/// Most destinations remembered as refusing GSO; beyond it the oldest memory
+/// is dropped (they are peers' endpoints, so few).
+const NO_GSO_MAX: usize = 256;
+
 /// The WireGuard socket with its batching state and receive buffers.
 pub struct UdpIo {
     socket: UdpSocket,
@@ -44,6 +53,8 @@ pub struct UdpIo {
     recv_buf: Vec<u8>,
     meta: [RecvMeta; SLOTS],
     last_send_error_log: Option<Instant>,
+    /// Destinations whose last GSO send failed, until when they get none.
+    no_gso: HashMap<SocketAddr, Instant>,
 }
 
 impl UdpIo {
@@ -67,6 +78,7 @@ impl UdpIo {
             recv_buf: vec![0u8; SLOTS * SLOT_BYTES],
             meta: [RecvMeta::default(); SLOTS],
             last_send_error_log: None,
+            no_gso: HashMap::new(),
         })
     }
 
@@ -78,6 +90,19 @@ impl UdpIo {
     /// How many datagrams one GSO send may carry (1: no GSO here).
     pub fn max_segments(&self) -> usize {
         self.state.max_gso_segments()
+    }
+
+    /// How many datagrams one send to `dst` may carry: [`UdpIo::max_segments`],
+    /// or 1 for a while after a GSO send to `dst` failed.
+    pub fn max_segments_to(&self, dst: SocketAddr) -> usize {
+        if !self.no_gso.is_empty() {
+            if let Some(until) = self.no_gso.get(&dst) {
+                if Instant::now() < *until {
+                    return 1;
+                }
+            }
+        }
+        self.max_segments()
     }
 
     /// Resolves when datagrams may be waiting. Cancel-safe.
@@ -128,20 +153,27 @@ impl UdpIo {
             } else {
                 run.dst
             };
-            match self.send_run(dst, run.bytes, run.segment_size).await {
-                Ok(()) => {}
-                // GSO refused (EIO/EINVAL): quinn-udp has turned it off for
-                // good; this run goes out one datagram at a time.
-                Err(_) if run.segment_size.is_some() && self.max_segments() == 1 => {
-                    tracing::info!("the kernel refused UDP segmentation offload; sending one datagram per system call");
-                    let size = run.segment_size.unwrap_or(run.bytes.len());
+            match (
+                self.send_run(dst, run.bytes, run.segment_size).await,
+                run.segment_size,
+            ) {
+                (Ok(()), _) => {}
+                // A GSO send refused: EMSGSIZE when a segment no longer fits the
+                // path MTU (the kernel would have fragmented single datagrams),
+                // EIO/EINVAL where the device or kernel cannot segment (quinn-udp
+                // then turns GSO off for the socket). Nothing is lost: the run goes
+                // out one datagram at a time, and so does everything to this
+                // destination for a while.
+                (Err(e), Some(size)) => {
+                    tracing::debug!(to = %run.dst, error = %e, "GSO send refused; sending one datagram per system call");
+                    self.remember_no_gso(run.dst);
                     for datagram in run.bytes.chunks(size) {
                         if let Err(e) = self.send_run(dst, datagram, None).await {
                             self.log_send_error(run.dst, &e);
                         }
                     }
                 }
-                Err(e) => self.log_send_error(run.dst, &e),
+                (Err(e), None) => self.log_send_error(run.dst, &e),
             }
         }
         batch.clear();
@@ -171,6 +203,17 @@ impl UdpIo {
                 other => return other,
             }
         }
+    }
+
+    fn remember_no_gso(&mut self, dst: SocketAddr) {
+        let now = Instant::now();
+        if self.no_gso.len() >= NO_GSO_MAX {
+            self.no_gso.retain(|_, until| *until > now);
+            if self.no_gso.len() >= NO_GSO_MAX {
+                self.no_gso.clear();
+            }
+        }
+        self.no_gso.insert(dst, now + NO_GSO_FOR);
     }
 
     fn log_send_error(&mut self, to: SocketAddr, e: &io::Error) {

@@ -101,3 +101,33 @@ fn mapped_addresses_round_trip() {
     assert_eq!(canonical(v6), v6);
     assert_eq!(mapped(v6), v6);
 }
+
+#[tokio::test]
+async fn a_refused_gso_send_is_resent_one_datagram_at_a_time() {
+    let mut tx = loopback().await;
+    let mut rx = loopback().await;
+    let to = rx.local_addr().unwrap();
+    if tx.max_segments() == 1 {
+        eprintln!("no UDP GSO on this kernel: nothing to refuse");
+        return;
+    }
+    // More segments than the kernel takes in one send (UDP_MAX_SEGMENTS is 64
+    // or 128): the GSO send is refused, as it is when a segment outgrows the
+    // path MTU, and every datagram must still arrive.
+    let sent: Vec<Vec<u8>> = (0..130).map(|i| datagram(i, 100)).collect();
+    let mut batch = SendBatch::new();
+    for d in &sent {
+        batch.push(to, d, 1_000);
+    }
+    assert_eq!(batch.runs().count(), 1, "one run of 130 datagrams");
+    tx.send(&mut batch).await;
+
+    let got = receive(&mut rx, sent.len()).await;
+    let bytes: Vec<Vec<u8>> = got.into_iter().map(|(_, b)| b).collect();
+    assert_eq!(bytes, sent);
+    assert_eq!(
+        tx.max_segments_to(to),
+        1,
+        "no GSO to this destination for a while"
+    );
+}
