@@ -609,14 +609,18 @@ bench_up() {
     sleep 1
 }
 
-# restart_pinhole WHICH [prefix...] : restart the Pinhole relay or home (WHICH = relay|home)
-# with a command prefix (an environment, valgrind, ...), and wait until the path works again.
+# restart_pinhole WHICH [prefix...] [-- up-args...] : restart the Pinhole relay or home
+# (WHICH = relay|home) with a command prefix (an environment, valgrind, ...) and extra
+# `pinhole up` arguments (e.g. --threads 2), and wait until the path works again.
 restart_pinhole() {
-    local which=$1 ns
+    local which=$1 ns prefix=() args=()
     shift
+    while (($#)) && [[ $1 != -- ]]; do prefix+=("$1"); shift; done
+    (($#)) && shift
+    args=("$@")
     [[ $which == relay ]] && ns=$NS_RELAY || ns=$NS_HOME
     if [[ -n ${PID_OF[pinhole-$which]:-} ]]; then stop "pinhole-$which" TERM; fi
-    start "pinhole-$which" "$ns" "$@" "$PINHOLE" up -c "$WORK/$which.toml"
+    start "pinhole-$which" "$ns" "${prefix[@]}" "$PINHOLE" up -c "$WORK/$which.toml" "${args[@]}"
     prlimit --pid "${PID_OF[pinhole-$which]}" --nofile="$NOFILE:$NOFILE" 2>/dev/null || true
     wait_for 60 "a round trip through the restarted Pinhole $which" path_ok pinhole
 }

@@ -13,10 +13,9 @@
 #      divided by the WireGuard datagrams that crossed the relay's WAN link (ip -s link)
 #   4. allocations: valgrind --tool=dhat on the relay for a fixed transfer: heap blocks per
 #      datagram
-#   5. variants: relay and home restarted as they are, with TOKIO_WORKER_THREADS=1 (one
-#      runtime thread), and with MALLOC_MMAP_THRESHOLD_=131072 (glibc's mmap threshold fixed,
-#      so each 512 KiB TCP buffer is its own mapping, touched only as data flows); each time:
-#      1-stream throughput, CPU-s/GB, 64 B p50, connections/s, KiB per idle connection
+#   5. variants: relay and home restarted as they are (one runtime thread) and with
+#      `pinhole up --threads 2`; each time: 1-stream throughput, CPU-s/GB, 64 B p50,
+#      connections/s, KiB per idle connection
 #
 # Steps 1-3 run for each of PROFILE_SUBJECTS="pinhole tun" (userspace and TUN stacks; tun is
 # skipped when the binary has none), steps 4-5 for the userspace stack.
@@ -267,17 +266,23 @@ EOF
 fi
 
 if [[ " $STEPS " == *" variants "* ]]; then
-    say "5. the same binary under settings that need no code change"
+    say "5. the same binary with other settings"
     report ""
     report "## variants (relay and home restarted with each; 1 stream up for ${P_SECONDS}s)"
     report "$(printf '   %-52s %6s  %8s  %9s  %6s  %s' variant Mbit/s CPU-s/GB 'p50 us' conn/s 'KiB per idle connection (1,000)')"
-    for variant in default TOKIO_WORKER_THREADS=1 MALLOC_MMAP_THRESHOLD_=131072 \
-        "TOKIO_WORKER_THREADS=1 MALLOC_MMAP_THRESHOLD_=131072"; do
-        prefix=()
-        # shellcheck disable=SC2206
-        [[ $variant != default ]] && prefix=(env $variant)
-        restart_pinhole relay "${prefix[@]}"
-        restart_pinhole home "${prefix[@]}"
+    for variant in default "--threads 2"; do
+        # "--threads N" goes to `pinhole up`; NAME=VALUE words become the environment.
+        prefix=() args=()
+        for word in $variant; do
+            case $word in
+            default) ;;
+            *=*) prefix+=("$word") ;;
+            *) args+=("$word") ;;
+            esac
+        done
+        ((${#prefix[@]})) && prefix=(env "${prefix[@]}")
+        restart_pinhole relay "${prefix[@]}" -- "${args[@]}"
+        restart_pinhole home "${prefix[@]}" -- "${args[@]}"
         RELAY=${PID_OF[pinhole-relay]}
         HOME_PID=${PID_OF[pinhole-home]}
         c0=$(cpu_ticks "$RELAY" "$HOME_PID")
