@@ -21,6 +21,13 @@ pub(crate) fn describe(config: &Config) -> String {
     let _ = writeln!(s, "  addresses      {}", addresses.join(", "));
     let _ = writeln!(s, "  mtu            {}", i.mtu);
     let _ = writeln!(s, "  netstack       {}", i.netstack);
+    if i.netstack == crate::Netstack::Userspace {
+        let _ = writeln!(
+            s,
+            "  max conns      {} (all forwards and exposes)",
+            i.max_connections
+        );
+    }
     let _ = writeln!(
         s,
         "  peer routing   {}",

@@ -207,6 +207,7 @@ interface
   addresses      10.77.0.1/24, fd77::1/64
   mtu            1420
   netstack       userspace
+  max conns      16384 (all forwards and exposes)
   peer routing   on
   control socket run/relay.sock
   uapi socket    /var/run/wireguard/relay0.sock

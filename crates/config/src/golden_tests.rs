@@ -240,7 +240,7 @@ fn golden_unknown_keys_and_tables() {
     check(
         "mtu = 1400",
         "mtu = 1400\ntable = 1",
-        &["relay.toml:7:1: interface.table: unknown key `table` in [interface]; fix: valid keys in [interface] are: private_key, private_key_file, listen_port, address, mtu, route_between_peers, control_socket, uapi_socket, netstack, tun_name"],
+        &["relay.toml:7:1: interface.table: unknown key `table` in [interface]; fix: valid keys in [interface] are: private_key, private_key_file, listen_port, address, mtu, route_between_peers, control_socket, uapi_socket, netstack, tun_name, max_connections"],
     );
     check(
         "max_connections = 8",

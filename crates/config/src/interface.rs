@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Report, Span};
 use crate::keys::{PrivateKey, PublicKey};
-use crate::netstack::netstack;
+use crate::netstack::{netstack, stack_connections};
 use crate::raw::{Field, RawInterface, Sp};
 use crate::validate::{relative_to_config, u16_field};
 use crate::{Cidr, Interface, DEFAULT_MTU, MAX_MTU, MIN_MTU};
@@ -86,6 +86,7 @@ pub(crate) fn interface(
         report,
     );
     let netstack = netstack(&raw.netstack, &raw.tun_name, report);
+    let max_connections = stack_connections(&raw.max_connections, netstack.as_ref(), report);
     let public_key = private_key.as_ref().map(PrivateKey::public_key);
     let interface = match (
         private_key,
@@ -93,7 +94,7 @@ pub(crate) fn interface(
         addresses.clone(),
         mtu,
         (control_socket, uapi_socket),
-        netstack,
+        (netstack, max_connections),
     ) {
         (
             Some(private_key),
@@ -101,7 +102,7 @@ pub(crate) fn interface(
             Some(addresses),
             Some(mtu),
             (Some(control_socket), Some(uapi_socket)),
-            Some(netstack),
+            (Some(netstack), Some(max_connections)),
         ) if !bad_bool => Some(Interface {
             private_key,
             listen_port,
@@ -111,6 +112,7 @@ pub(crate) fn interface(
             control_socket,
             uapi_socket,
             netstack,
+            max_connections,
         }),
         _ => None,
     };

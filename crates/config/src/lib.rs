@@ -72,6 +72,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Highest accepted `max_connections` and `max_sessions`: far above what one process serves, and small enough
 /// for any semaphore or buffer sized from it.
 pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+/// Most TCP connections the userspace stack carries at once, and `[interface]
+/// max_connections`'s default and ceiling: every connection it opens takes one of the 16,384
+/// ephemeral ports 49152-65535 (the kernel's `ip_local_port_range` is a similar budget).
+pub const MAX_STACK_CONNECTIONS: usize = 16_384;
 /// Largest config file read: a real one is a few KiB; this bounds memory on a wrong path.
 pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
@@ -123,6 +127,11 @@ pub struct Interface {
     pub uapi_socket: Option<PathBuf>,
     /// Which TCP/IP stack carries the overlay (`netstack`, with `tun_name`).
     pub netstack: Netstack,
+    /// `max_connections`: most TCP connections the userspace stack carries at once, all
+    /// forwards and exposes together (connections still closing count too), within
+    /// 1..=[`MAX_STACK_CONNECTIONS`]; that ceiling when absent, so each forward's and
+    /// expose's own `max_connections` is what limits. Only with the userspace stack.
+    pub max_connections: usize,
 }
 
 /// `[interface] netstack`: what turns the tunnel's IP packets into TCP and UDP streams.

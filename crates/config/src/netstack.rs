@@ -2,7 +2,7 @@
 
 use crate::error::Report;
 use crate::raw::Field;
-use crate::{Netstack, MAX_INTERFACE_NAME};
+use crate::{Netstack, MAX_INTERFACE_NAME, MAX_STACK_CONNECTIONS};
 
 const NETSTACK_FIX: &str = "use netstack = \"userspace\" (the default: an embedded stack, no root \
      needed) or \"tun\" (a kernel TUN device: fastest, needs CAP_NET_ADMIN)";
@@ -65,6 +65,45 @@ pub(crate) fn netstack(
     })
 }
 
+/// The checked `[interface] max_connections`: the userspace stack's connection cap,
+/// [`MAX_STACK_CONNECTIONS`] when absent. `None` when wrong (reported). `netstack` is `None`
+/// when that key was wrong itself; the cap is then only range-checked.
+pub(crate) fn stack_connections(
+    field: &Field<i64>,
+    netstack: Option<&Netstack>,
+    report: &mut Report<'_>,
+) -> Option<usize> {
+    let v = match field {
+        Field::Missing => return Some(MAX_STACK_CONNECTIONS),
+        Field::Bad => return None,
+        Field::Ok(v) => v,
+    };
+    if matches!(netstack, Some(Netstack::Tun { .. })) {
+        report.error(
+            &v.span,
+            "interface.max_connections",
+            "max_connections caps the userspace stack; with netstack = \"tun\" the kernel carries the connections",
+            "remove max_connections from [interface] (each forward's and expose's own max_connections still applies)",
+        );
+        return None;
+    }
+    match usize::try_from(v.value) {
+        Ok(n) if (1..=MAX_STACK_CONNECTIONS).contains(&n) => Some(n),
+        _ => {
+            report.error(
+                &v.span,
+                "interface.max_connections",
+                format!(
+                    "max_connections {} is outside 1..={MAX_STACK_CONNECTIONS}",
+                    v.value
+                ),
+                format!("use at most {MAX_STACK_CONNECTIONS} (one overlay port per connection), or remove the key for that default"),
+            );
+            None
+        }
+    }
+}
+
 /// Why `name` cannot name a network interface, if it cannot.
 fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
@@ -96,7 +135,7 @@ fn name_problem(name: &str) -> Option<String> {
 mod tests {
     use super::name_problem;
     use crate::golden_tests::{errors, parse, GOOD};
-    use crate::Netstack;
+    use crate::{Netstack, MAX_STACK_CONNECTIONS};
 
     /// GOOD with `lines` added after `mtu = 1400` (line 6), so they start on line 7.
     fn with(lines: &str) -> String {
@@ -159,6 +198,49 @@ mod tests {
         assert_eq!(
             errors(&with("netstack = \"tun\"\ntun_name = \"wg/0\"")),
             ["relay.toml:8:12: interface.tun_name: tun_name \"wg/0\" may not contain '/'; fix: use 1 to 15 letters, digits, '_', '.' or '-', optionally with %d for the first free number, e.g. \"pinhole0\" or \"relay%d\""]
+        );
+    }
+
+    #[test]
+    fn stack_connection_cap_defaults_to_the_ceiling_and_can_be_lowered() {
+        let cap = |text: &str| parse(text).unwrap().config.interface.max_connections;
+        assert_eq!(cap(GOOD), MAX_STACK_CONNECTIONS);
+        assert_eq!(cap(&with("max_connections = 10000")), 10_000);
+        assert_eq!(cap(&with("max_connections = 16384")), 16_384);
+        assert_eq!(cap(&with("max_connections = 1")), 1);
+        let text = parse(&with("max_connections = 2000"))
+            .unwrap()
+            .config
+            .describe();
+        assert!(
+            text.contains("  max conns      2000 (all forwards and exposes)\n"),
+            "{text}"
+        );
+        let tun = parse(&with("netstack = \"tun\""))
+            .unwrap()
+            .config
+            .describe();
+        assert!(!tun.contains("max conns"), "{tun}");
+    }
+
+    #[test]
+    fn golden_stack_connection_cap_problems() {
+        assert_eq!(
+            errors(&with("max_connections = 16385")),
+            ["relay.toml:7:19: interface.max_connections: max_connections 16385 is outside 1..=16384; fix: use at most 16384 (one overlay port per connection), or remove the key for that default"]
+        );
+        assert_eq!(
+            errors(&with("max_connections = 0")),
+            ["relay.toml:7:19: interface.max_connections: max_connections 0 is outside 1..=16384; fix: use at most 16384 (one overlay port per connection), or remove the key for that default"]
+        );
+        assert_eq!(errors(&with("max_connections = -5")).len(), 1);
+        assert_eq!(
+            errors(&with("max_connections = \"many\"")),
+            ["relay.toml:7:19: interface.max_connections: expected an integer, found a string; fix: write max_connections = a number without quotes"]
+        );
+        assert_eq!(
+            errors(&with("netstack = \"tun\"\nmax_connections = 5000")),
+            ["relay.toml:8:19: interface.max_connections: max_connections caps the userspace stack; with netstack = \"tun\" the kernel carries the connections; fix: remove max_connections from [interface] (each forward's and expose's own max_connections still applies)"]
         );
     }
 

@@ -86,6 +86,7 @@ pub(crate) struct RawInterface {
     pub uapi_socket: Field<String>,
     pub netstack: Field<String>,
     pub tun_name: Field<String>,
+    pub max_connections: Field<i64>,
 }
 
 /// `[metrics]` as written.
@@ -274,6 +275,7 @@ fn read_interface(item: &Item, key_span: &Span, report: &mut Report<'_>) -> Opti
         uapi_socket: f.string("uapi_socket", report),
         netstack: f.string("netstack", report),
         tun_name: f.string("tun_name", report),
+        max_connections: f.integer("max_connections", report),
         span,
     })
 }

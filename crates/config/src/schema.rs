@@ -15,6 +15,7 @@ pub(crate) const INTERFACE_KEYS: &[&str] = &[
     "uapi_socket",
     "netstack",
     "tun_name",
+    "max_connections",
 ];
 /// The keys of `[metrics]`.
 pub(crate) const METRICS_KEYS: &[&str] = &["listen"];

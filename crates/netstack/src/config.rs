@@ -12,9 +12,11 @@ pub const DEFAULT_TCP_RX_BUFFER: usize = 512 * 1024;
 /// Default TCP send buffer per connection: 512 KiB, the most unacknowledged data in flight,
 /// sized like the receive buffer so a fast link is not throttled by our own sender.
 pub const DEFAULT_TCP_TX_BUFFER: usize = 512 * 1024;
-/// Default cap on TCP sockets (connections plus embryonic accepts): 4096. With default buffers
-/// the worst case is about 4 GiB of address space, but pages are touched only as data flows.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default cap on TCP sockets (connections plus embryonic accepts and closing ones): as many
+/// as the stack can hold, [`MAX_CONNECTIONS_LIMIT`]; callers bound their own connections
+/// (Pinhole: each forward's and expose's `max_connections`) and may lower it. A socket costs
+/// its buffers' address space (1 MiB with defaults) but only the pages data has touched.
+pub const DEFAULT_MAX_CONNECTIONS: usize = MAX_CONNECTIONS_LIMIT;
 /// Smallest MTU accepted: IPv4's minimum datagram every host must handle (RFC 791).
 pub const MIN_MTU: usize = 576;
 /// Largest MTU accepted: the largest IPv4 total length.

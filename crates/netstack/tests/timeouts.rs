@@ -17,6 +17,8 @@ struct Net {
     b: Stack,
     now: Instant,
     wire_up: bool,
+    /// Packets carried between the stacks so far.
+    carried: usize,
 }
 
 impl Net {
@@ -28,6 +30,7 @@ impl Net {
             b,
             now: Instant::now(),
             wire_up: true,
+            carried: 0,
         };
         (net, oa, ob)
     }
@@ -41,12 +44,14 @@ impl Net {
             while let Some(packet) = self.a.poll_outbound() {
                 moved = true;
                 if self.wire_up {
+                    self.carried += 1;
                     self.b.handle_inbound(&packet);
                 }
             }
             while let Some(packet) = self.b.poll_outbound() {
                 moved = true;
                 if self.wire_up {
+                    self.carried += 1;
                     self.a.handle_inbound(&packet);
                 }
             }
@@ -97,6 +102,29 @@ async fn an_unanswered_connect_times_out_after_30_s() {
         "{took:?}"
     );
     assert_eq!(net.a.socket_count(), 0);
+}
+
+#[tokio::test]
+async fn a_new_connection_is_three_packets_and_keep_alives_wait_for_idleness() {
+    let (mut net, a, b) = Net::new();
+    let mut listener = net.run(TICK, LIMIT, b.listen(at(B, 80))).await.0.unwrap();
+    let client = net.run(TICK, LIMIT, a.connect(at(B, 80))).await.0.unwrap();
+    let (server, _) = net.run(TICK, LIMIT, listener.accept()).await.0.unwrap();
+    net.pump();
+    // SYN, SYN-ACK, ACK: no keep-alive probe (and its ACK) from either side right away,
+    // which would be four more packets for every connection.
+    assert_eq!(net.carried, 3);
+    for _ in 0..59 {
+        net.now += SECOND;
+        net.pump();
+    }
+    assert_eq!(net.carried, 3, "an idle minute has not passed yet");
+    for _ in 0..2 {
+        net.now += SECOND;
+        net.pump();
+    }
+    assert!(net.carried > 3, "keep-alives once idle for a minute");
+    drop((client, server));
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::write_stdout(&format!("{}\n", format_args!($($arg)*))) };
 }
 
+mod memory;
 mod setup;
 
 use std::io::{Read, Write};
@@ -259,6 +260,7 @@ fn up(path: &std::path::Path, verbose: u8, threads: u16) -> Result<()> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    memory::tune();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(threads))
         .enable_all()

@@ -382,6 +382,7 @@ impl Peer {
         self.config.interface.mtu = interface.mtu;
         self.config.interface.listen_port = interface.listen_port;
         self.config.interface.netstack = interface.netstack;
+        self.config.interface.max_connections = interface.max_connections;
         Ok(if changes.is_empty() {
             "nothing changed".to_string()
         } else {
@@ -426,6 +427,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if o.netstack != n.netstack {
         out.push("[interface] netstack or tun_name");
     }
+    if o.max_connections != n.max_connections {
+        out.push("[interface] max_connections");
+    }
     if o.control_socket != n.control_socket
         || o.uapi_socket != n.uapi_socket
         || old.metrics != new.metrics
@@ -443,8 +447,7 @@ fn ip_side(config: &Config) -> Result<(IpSide, Net)> {
     let addresses: Vec<_> = i.addresses.iter().map(|c| (c.addr(), c.prefix())).collect();
     match &i.netstack {
         Netstack::Userspace => {
-            let (stack, overlay) =
-                pinhole_netstack::new(StackConfig::new(addresses, usize::from(i.mtu)));
+            let (stack, overlay) = pinhole_netstack::new(stack_config(config, addresses));
             Ok((stack.into(), Net::Userspace(overlay)))
         }
         Netstack::Tun { name } => {
@@ -464,6 +467,15 @@ fn ip_side(config: &Config) -> Result<(IpSide, Net)> {
             Ok((IpSide::tun(tun, i.mtu), Net::Kernel))
         }
     }
+}
+
+/// The userspace stack's settings: `[interface]`'s addresses, MTU and connection cap; buffer
+/// sizes are the stack's defaults.
+fn stack_config(config: &Config, addresses: Vec<(IpAddr, u8)>) -> StackConfig {
+    let i = &config.interface;
+    let mut stack = StackConfig::new(addresses, usize::from(i.mtu));
+    stack.max_connections = i.max_connections;
+    stack
 }
 
 /// Routes into the TUN device: every peer's allowed_ips (pinhole-tun skips those inside an
@@ -560,6 +572,24 @@ mod tests {
         assert_eq!(
             tun_routes(&c),
             vec![(ip("10.77.0.0"), 24), (ip("fd77::"), 64)]
+        );
+    }
+
+    #[test]
+    fn the_stack_holds_as_many_connections_as_the_config_says() {
+        // The config's ceiling is what the stack can hold, so the default is never clamped.
+        assert_eq!(
+            pinhole_config::MAX_STACK_CONNECTIONS,
+            pinhole_netstack::MAX_CONNECTIONS_LIMIT
+        );
+        let default = config("", "[\"10.77.0.0/24\"]");
+        let stack = stack_config(&default, vec![]);
+        assert_eq!(stack.max_connections, pinhole_config::MAX_STACK_CONNECTIONS);
+        let lowered = config("max_connections = 10000", "[\"10.77.0.0/24\"]");
+        assert_eq!(stack_config(&lowered, vec![]).max_connections, 10_000);
+        assert_eq!(
+            restart_needed(&default, &lowered),
+            vec!["[interface] max_connections"]
         );
     }
 
