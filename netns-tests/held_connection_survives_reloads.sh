@@ -29,6 +29,7 @@ cat >"$WORK/relay.toml" <<EOF
 private_key_file = "relay.key"
 listen_port = $WG_PORT
 address = ["$OVERLAY_RELAY/24"]
+$(netstack_lines relay)
 
 [[peer]]
 name = "home"

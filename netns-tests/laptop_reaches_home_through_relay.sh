@@ -33,6 +33,7 @@ private_key_file = "relay.key"
 listen_port = $WG_PORT
 address = ["$OVERLAY_RELAY/24"]
 route_between_peers = true
+$(netstack_lines relay)
 
 [[peer]]
 name = "home"
@@ -53,6 +54,7 @@ cat >"$WORK/home.toml" <<EOF
 [interface]
 private_key = "$(key home)"
 address = ["$OVERLAY_HOME/24"]
+$(netstack_lines home)
 
 [[peer]]
 name = "relay"
@@ -74,6 +76,7 @@ cat >"$WORK/laptop.toml" <<EOF
 [interface]
 private_key = "$(key laptop)"
 address = ["$OVERLAY_LAPTOP/24"]
+$(netstack_lines laptop)
 
 [[peer]]
 name = "relay"

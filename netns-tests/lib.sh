@@ -25,6 +25,13 @@
 #
 # Every namespace, process and file is removed by an EXIT trap, also on failure or Ctrl-C.
 # Set KEEP_WORK=1 to keep the work directory (configs, keys, logs) for a look afterwards.
+#
+# NETSTACK=userspace (the default) or NETSTACK=tun picks what carries the overlay on the Pinhole
+# peers the shared config generators write (relay_config_head, home_config_head and the configs
+# built on them; stories that write an [interface] by hand add $(netstack_lines NAME)). With tun
+# each such peer gets netstack = "tun" and its own device name, tun_name = "phNAME%d". Stock
+# wireguard-go peers are what they are either way. A story that can run on both stacks says so on
+# its "# netstacks: userspace tun" line; run.sh reads it.
 
 set -Eeuo pipefail
 export LC_ALL=C
@@ -64,6 +71,15 @@ WG_IF_RELAY="wgr$$"
 WG_IF_HOME="wgh$$"
 
 PUBLIC_URL="http://$RELAY_PUBLIC_IP:$PUBLIC_PORT"
+
+NETSTACK=${NETSTACK:-userspace}
+case $NETSTACK in
+userspace | tun) ;;
+*)
+    echo "lib.sh: NETSTACK must be 'userspace' or 'tun', not '$NETSTACK'" >&2
+    exit 2
+    ;;
+esac
 
 WORK=$(mktemp -d "/tmp/pinhole-$STORY.XXXXXX")
 chmod 755 "$WORK"
@@ -300,8 +316,18 @@ link() {
     ip -n "$4" link set "$5" up
 }
 
+# say_netstack : one line naming the stack the Pinhole peers of this run use.
+say_netstack() {
+    if [[ $NETSTACK == tun ]]; then
+        note "NETSTACK=tun: the shared config generators put the Pinhole peers on kernel TUN devices"
+    else
+        note "NETSTACK=userspace: the shared config generators leave the Pinhole peers on the embedded stack"
+    fi
+}
+
 make_topology() {
     say "building the network: client -- relay -- nat -- home (namespaces $PFX-*)"
+    say_netstack
     add_ns "$NS_CLIENT"
     add_ns "$NS_RELAY"
     add_ns "$NS_NAT"
@@ -393,6 +419,33 @@ pub() { cat "$WORK/$1.pub"; }
 # Pinhole peers
 # ---------------------------------------------------------------------------------------------
 
+# netstack_lines NAME : the [interface] lines that put Pinhole peer NAME on $NETSTACK: nothing
+# for userspace (the default), netstack = "tun" and tun_name = "phNAME%d" for tun. The name keeps
+# two TUN peers in one namespace apart and says in `ip link` whose device it is (at most 15
+# characters once the kernel has replaced %d, so NAME at most 10).
+netstack_lines() {
+    [[ $NETSTACK == tun ]] || return 0
+    printf 'netstack = "tun"\ntun_name = "ph%s%%d"\n' "$1"
+}
+
+# use_netstack FILE NAME : put the Pinhole peer NAME whose config FILE came from elsewhere (say
+# `pinhole init`) on $NETSTACK: netstack_lines NAME go in after its [interface]'s address line.
+# Nothing changes for userspace.
+use_netstack() {
+    local file=$1 lines
+    lines=$(netstack_lines "$2")
+    [[ -n $lines ]] || return 0
+    python3 - "$file" "$lines" <<'EOF'
+import sys
+path, extra = sys.argv[1], sys.argv[2]
+lines = open(path).read().split("\n")
+start = lines.index("[interface]")
+i = next(n for n in range(start, len(lines)) if lines[n].startswith("address = "))
+lines[i + 1:i + 1] = extra.split("\n")
+open(path, "w").write("\n".join(lines))
+EOF
+}
+
 # relay_config_head COMMENT : the relay's [interface] and its [[peer]] home, after a comment
 # line; callers append their own [[forward]]s and [[expose]]s.
 relay_config_head() {
@@ -402,6 +455,7 @@ relay_config_head() {
 private_key_file = "relay.key"
 listen_port = $WG_PORT
 address = ["$OVERLAY_RELAY/24"]
+$(netstack_lines relay)
 
 [[peer]]
 name = "home"
@@ -418,6 +472,7 @@ home_config_head() {
 [interface]
 private_key = "$(key home)"
 address = ["$OVERLAY_HOME/24"]
+$(netstack_lines home)
 
 [[peer]]
 name = "relay"
@@ -461,6 +516,19 @@ pinhole_up() {
     out=$("$PINHOLE" check -c "$config" 2>&1) || fail "pinhole check refused $config:
 $out"
     start "$name" "$ns" "$PINHOLE" up -c "$config" "$@"
+    # A TUN peer shows its device within moments: proof that the story really runs on the TUN
+    # stack (and not on a config that lost its netstack line on the way).
+    if grep -q '^netstack = "tun"' "$config"; then
+        local dev
+        dev=$(sed -n 's/^tun_name = "\(.*\)"/\1/p' "$config")
+        dev=${dev:-pinhole%d}
+        wait_for 10 "$name's TUN device ${dev/\%d/N} in $ns" tun_device_in "$ns" "${dev/\%d/}"
+    fi
+}
+
+# tun_device_in NS PREFIX : a TUN device whose name is PREFIX and maybe a number is up in NS.
+tun_device_in() {
+    ip -n "$1" -o link show type tun up 2>/dev/null | grep -qE "^[0-9]+: $2[0-9]*[:@]"
 }
 
 # wait_relay_ready NAME SECONDS : the relay's WireGuard and public ports are bound.

@@ -32,6 +32,7 @@ EXIT_PORT=1080
 DASHBOARD_PORT=9000 # a service on the relay's own loopback that the exit's owner chose to allow
 
 say "building the network: laptop -- relay -- internet (namespaces $PFX-*)"
+say_netstack
 add_ns "$NS_LAPTOP"
 add_ns "$NS_RELAY"
 add_ns "$NS_INTERNET"
@@ -71,6 +72,7 @@ cat >"$WORK/relay.toml" <<EOF
 private_key_file = "relay.key"
 listen_port = $WG_PORT
 address = ["$OVERLAY_RELAY/24"]
+$(netstack_lines relay)
 
 [[peer]]
 name = "laptop"
@@ -96,6 +98,7 @@ cat >"$WORK/laptop.toml" <<EOF
 [interface]
 private_key = "$(key laptop)"
 address = ["$OVERLAY_LAPTOP/24"]
+$(netstack_lines laptop)
 
 [[peer]]
 name = "relay"

@@ -19,6 +19,7 @@ WG_IF_PHONE="wgp$$"
 RELAY_NAME="relay-$$"
 
 say "building the network: phone -- relay (namespaces $PFX-*)"
+say_netstack
 add_ns "$NS_PHONE"
 add_ns "$NS_RELAY"
 link "$NS_PHONE" p-relay "$PHONE_IP/24" "$NS_RELAY" r-phone "$RELAY_PUBLIC_IP/24"
@@ -32,6 +33,7 @@ out=$("$PINHOLE" init --endpoint "$RELAY_PUBLIC_IP:$WG_PORT" \
     --forward "$PUBLIC_PORT:127.0.0.1:$SERVICE_PORT" --out "$PAIR" 2>&1) || fail "pinhole init failed: $out"
 RELAY_CONF="$PAIR/$RELAY_NAME.toml"
 mv "$PAIR/relay.toml" "$RELAY_CONF"
+use_netstack "$RELAY_CONF" relay
 cat >>"$RELAY_CONF" <<EOF
 
 # A page on the relay itself, for peers inside the overlay.

@@ -8,6 +8,10 @@
 # `pinhole up` says what to do. Then a mixed pair: a TUN relay and a userspace home.
 source "$(dirname "$0")/lib.sh"
 
+# This story picks each peer's stack itself (tun_config below edits the generators' userspace
+# configs), so run.sh's NETSTACK=tun must not make the generators do it first.
+NETSTACK=userspace
+
 # tun_config FILE [tun_name] : FILE's [interface] gains netstack = "tun" (and tun_name).
 tun_config() {
     local extra='netstack = "tun"'
