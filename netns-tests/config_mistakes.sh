@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: pinhole
+# netstacks: userspace -- pinhole check on files: no tunnel, so no stack
 #
 # Story: a person makes the mistakes people make in config files. `pinhole check` refuses each
 # one, exits non-zero, and points at the file, the line and the key, so the fix is obvious.

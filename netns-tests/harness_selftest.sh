@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root ip nft ping curl python3 socat wireguard-go wg
+# netstacks: userspace -- no Pinhole peer at all: stock wireguard-go on both ends
 #
 # Story: before blaming Pinhole for anything, show that the harness itself is right.
 # With no Pinhole at all (stock wireguard-go on both ends, socat on the relay) the topology

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping curl python3 wg socat
+# netstacks: userspace tun
 #
 # Story: the relay's owner changes its config while someone is connected. A client holds one
 # TCP connection through relay -> home to an echo service and sends a line every 200 ms,

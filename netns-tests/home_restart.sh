@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping curl python3 wg
+# netstacks: userspace tun
 #
 # Story: the home peer restarts (an update, a reboot, a crash). The relay accepts its new
 # handshake and the service is back within 15 s of the home starting again, after a clean

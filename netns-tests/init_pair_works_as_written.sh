@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping curl python3 wg
+# netstacks: userspace -- init's files are started unedited, and they name no netstack (userspace)
 #
 # Story: a person goes from nothing to a working relay in two commands. `pinhole init` writes a
 # matched relay.toml and home.toml (fresh keys, mode 0600); they are started exactly as written,

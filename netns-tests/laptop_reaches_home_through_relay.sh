@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping python3 wg socat
+# netstacks: userspace tun
 #
 # Story: local port mapping through the relay (`ssh -L`, but the far end is behind NAT). The home
 # and a laptop out in the world both dial the relay; neither can reach the other. The relay has

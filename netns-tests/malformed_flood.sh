@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping curl python3 wg
+# netstacks: userspace -- garbage stops at WireGuard's checks, before either stack: TUN adds only time
 #
 # Story: someone on the internet sprays the relay's WireGuard port with garbage: random bytes,
 # truncated messages, forged handshakes (some with a correct mac1, since the relay's public key is

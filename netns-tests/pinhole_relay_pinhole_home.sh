@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping curl python3 wg
+# netstacks: userspace tun
 #
 # Story: a person runs a web service at home behind NAT and rents a relay with a public IP.
 # Pinhole on both ends: anyone who reaches relay:8080 lands on 127.0.0.1:8000 at home, and the

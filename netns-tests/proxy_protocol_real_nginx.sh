@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping curl python3 wg nginx
+# netstacks: userspace tun
 #
 # Story: the home runs a real nginx (Debian's) and wants each visitor's real address in its
 # access log, although every connection arrives from Pinhole on 127.0.0.1. The relay's forwards

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping curl python3 wg socat
+# netstacks: userspace tun
 #
 # Story: a public port needs controls. The relay's web forward admits only 198.51.100.0/25 and
 # denies one address inside it (deny wins); the client namespace has three addresses and

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping curl python3 wg
+# netstacks: userspace tun
 #
 # Story: the relay is killed (SIGKILL: no goodbye, every session forgotten) and restarted with the
 # same config. Nobody touches the home peer, which sits behind NAT and is the only side that can

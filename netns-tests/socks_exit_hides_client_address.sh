@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip ping curl python3 wg
+# netstacks: userspace tun
 #
 # Story: dynamic forwarding (`ssh -D`). A laptop runs Pinhole with a plain forward of its
 # 127.0.0.1:1080 to the relay's SOCKS5 exit inside the overlay. The laptop's browser (curl)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip ping curl python3 wg wireguard-go
+# netstacks: userspace tun
 #
 # Story: a person adds their phone to a running relay in one command. `pinhole add-peer --wg`
 # appends the phone to relay.toml and prints a wg-quick config; a stock WireGuard client

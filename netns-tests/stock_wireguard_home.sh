@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping curl python3 wg wireguard-go
+# netstacks: userspace tun
 #
 # Story: zero Pinhole software at home. The home runs stock WireGuard (wireguard-go + wg) and its
 # own kernel serves HTTP on its tunnel address; the Pinhole relay forwards its public port there.

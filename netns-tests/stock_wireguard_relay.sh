@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping curl python3 socat wg wireguard-go
+# netstacks: userspace tun
 #
 # Story: the relay is stock WireGuard (wireguard-go) with socat forwarding its public port into
 # the tunnel; the home runs Pinhole and exposes its overlay port 80 as 127.0.0.1:8000.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping curl python3 wg setpriv
+# netstacks: tun -- it sets netstack = "tun" itself (and mixes in a userspace home): TUN pass only
 #
 # Story: the same relay and home as pinhole_relay_pinhole_home, but both peers say
 # netstack = "tun": a kernel TUN device carries the overlay and the kernel does TCP. The world

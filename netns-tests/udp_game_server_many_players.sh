@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # requires: root pinhole ip nft ping python3 wg
+# netstacks: userspace tun
 #
 # Story: a person hosts a UDP game server at home, behind NAT, and the relay's public UDP port
 # 27015 leads to it. Twenty-five players join at once from the internet; each one is its own
