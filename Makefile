@@ -2,10 +2,12 @@
 #
 #   make build    the pinhole binary (debug profile; PROFILE=release for an optimized one)
 #   make test     unit and integration tests, then the end-to-end netns stories
-#                 (the stories need root; without it they are skipped, visibly)
+#                 (the stories need root; without it they are skipped, visibly); the core
+#                 stories run twice: on the userspace stack, then on the TUN stack (name[tun])
 #   make lint     rustfmt and clippy, warnings are errors
 #   make demo     a relay and a home peer on this machine, a real request through them
-#   make netns    only the end-to-end stories (STORIES="home_restart relay_restart" for some)
+#   make netns    only the end-to-end stories (STORIES="home_restart relay_restart" for some;
+#                 NETSTACK=tun or NETSTACK=userspace for one stack's pass only)
 #   make clean    remove build output
 
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
@@ -18,6 +20,7 @@ endif
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 PINHOLE := $(abspath $(TARGET_DIR)/$(PROFILE)/pinhole)
 STORIES ?=
+NETSTACK ?=
 
 .PHONY: all build test unit netns lint demo clean help
 
@@ -33,7 +36,7 @@ unit:
 	$(CARGO) test --workspace $(PROFILE_FLAG)
 
 netns: build
-	PINHOLE=$(PINHOLE) bash netns-tests/run.sh $(STORIES)
+	PINHOLE=$(PINHOLE) NETSTACK=$(NETSTACK) bash netns-tests/run.sh $(STORIES)
 
 test: unit netns
 
