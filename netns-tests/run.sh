@@ -142,7 +142,7 @@ trap 'rm -rf "$logdir"' EXIT
 t_all=$EPOCHREALTIME
 n_tun=0
 for run in "${runs[@]}"; do [[ $run == *" tun" ]] && n_tun=$((n_tun + 1)); done
-echo "netns tests: ${#runs[@]} runs of ${#stories[@]} stories, $n_tun of them on the TUN stack (named story[tun]); pinhole = $PINHOLE"
+echo "netns tests: ${#runs[@]} runs, $((${#runs[@]} - n_tun)) on the userspace stack and $n_tun on the TUN stack (named story[tun]); pinhole = $PINHOLE"
 if ((EUID != 0)); then
     if [[ $CI == true ]]; then
         echo "FAIL: netns tests need root (running as uid $EUID; CI=true, so this is a failure)"

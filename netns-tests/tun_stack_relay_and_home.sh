@@ -11,6 +11,7 @@ source "$(dirname "$0")/lib.sh"
 
 # This story picks each peer's stack itself (tun_config below edits the generators' userspace
 # configs), so run.sh's NETSTACK=tun must not make the generators do it first.
+# shellcheck disable=SC2034 # read by lib.sh (netstack_lines)
 NETSTACK=userspace
 
 # tun_config FILE [tun_name] : FILE's [interface] gains netstack = "tun" (and tun_name).
