@@ -15,7 +15,6 @@ use std::io;
 use std::time::Duration;
 
 pub use ip_side::{IpSide, TunSide};
-pub use pinhole_udpio::canonical;
 use pinhole_udpio::{SendBatch, UdpIo};
 use pinhole_wg::{DropCounters, PeerStats, UpdateReport, Wg, WgConfig, WgError};
 use tokio::net::UdpSocket;
@@ -135,10 +134,4 @@ pub async fn run(
             udp.send(&mut batch).await;
         }
     }
-}
-
-/// Binds the WireGuard UDP socket: one socket for IPv4 and IPv6 where the
-/// host has IPv6, else IPv4 only, with large kernel buffers.
-pub fn bind_udp(port: u16) -> io::Result<UdpSocket> {
-    pinhole_udpio::bind_socket(port)
 }

@@ -48,7 +48,7 @@ impl Sockets {
     /// Binds every socket the config names, with errors that say which.
     pub async fn bind(config: &Config) -> Result<Sockets> {
         let port = config.interface.listen_port.unwrap_or(0);
-        let udp = node::bind_udp(port).with_context(|| {
+        let udp = pinhole_udpio::bind_socket(port).with_context(|| {
             format!(
                 "binding the WireGuard UDP port {port} ([interface] listen_port in {})",
                 config.path.display()
@@ -515,7 +515,7 @@ async fn wg_config(config: &Config) -> Result<WgConfig> {
                     .with_context(|| {
                         format!("peer {:?}: cannot resolve endpoint {shown}", p.name)
                     })?;
-                Some(node::canonical(resolved))
+                Some(pinhole_udpio::canonical(resolved))
             }
             None => None,
         };

@@ -58,12 +58,6 @@ pub struct UdpIo {
 }
 
 impl UdpIo {
-    /// Binds the WireGuard port: one socket for IPv4 and IPv6 where the host
-    /// has IPv6, else IPv4 only.
-    pub fn bind(port: u16) -> io::Result<UdpIo> {
-        UdpIo::new(bind_socket(port)?)
-    }
-
     /// Wraps a bound socket (tests bind port 0 on loopback) and turns on what
     /// the kernel offers: GRO on receive, and GSO where it is supported.
     pub fn new(socket: UdpSocket) -> io::Result<UdpIo> {
@@ -118,6 +112,8 @@ impl UdpIo {
     pub fn try_recv(&mut self, mut each: impl FnMut(SocketAddr, &[u8])) -> io::Result<usize> {
         let n = {
             let mut chunks = self.recv_buf.chunks_mut(SLOT_BYTES);
+            // Cannot fail: `recv_buf` is allocated once as exactly SLOTS * SLOT_BYTES bytes
+            // and never resized, so it has SLOTS chunks for the SLOTS calls of `from_fn`.
             let mut slices: [IoSliceMut<'_>; SLOTS] = std::array::from_fn(|_| {
                 IoSliceMut::new(chunks.next().expect("recv_buf holds SLOTS slots"))
             });
@@ -248,8 +244,10 @@ fn mapped(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Binds the WireGuard port (see [`UdpIo::bind`]) and returns the plain socket,
-/// for callers that bind early and build the [`UdpIo`] later.
+/// Binds the WireGuard port: one socket for IPv4 and IPv6 where the host has
+/// IPv6, else IPv4 only, with large kernel buffers. A plain socket, because
+/// the caller binds early (to report a taken port before anything starts) and
+/// the node loop builds the [`UdpIo`] from it.
 pub fn bind_socket(port: u16) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)) {
