@@ -300,7 +300,7 @@ fn tcp_checksum_valid(pkt: &[u8], ip: IpHeader) -> bool {
 /// * `GSO_NONE`: the packet itself, its checksum completed when `F_NEEDS_CSUM` says it is
 ///   partial (bytes `csum_start..` summed into `csum_start + csum_offset`).
 /// * `GSO_TCPV4`/`GSO_TCPV6`/`GSO_UDP_L4`: the super-packet cut into segments of
-///   `gso_size` payload bytes (fewer if the MTU demands), each with its own IP length, IPv4 id
+///   `gso_size` payload bytes (TCP: fewer if the MTU demands; UDP datagrams keep their size), each with its own IP length, IPv4 id
 ///   and header checksum, TCP sequence number (FIN and PSH only on the last segment, CWR only
 ///   on the first) or UDP length, and a full transport checksum.
 ///

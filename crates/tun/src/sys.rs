@@ -1,4 +1,4 @@
-//! The only `unsafe` in Pinhole: the TUNSETIFF and TUNSETOFFLOAD ioctls, `if_nametoindex`,
+//! The TUN crate's `unsafe`: the TUNSETIFF and TUNSETOFFLOAD ioctls, `if_nametoindex`,
 //! opening a netlink socket and registering the TUN descriptor with Tokio. Each block is a
 //! single system call on memory this module owns, behind a safe function.
 

@@ -433,36 +433,18 @@ fn malformed_frames_are_refused() {
     };
     let err = |hdr: VnetHdr, pkt: &[u8]| segment_all(&mut frame(hdr, pkt), 1420).unwrap_err();
 
-    assert_eq!(
-        err(
-            VnetHdr {
-                gso_type: GSO_TCPV6,
-                ..gso
-            },
-            &tcp4
-        ),
-        OffloadError::BadIpHeader
-    );
-    assert_eq!(
-        err(
-            VnetHdr {
-                gso_type: GSO_UDP_L4,
-                ..gso
-            },
-            &tcp4
-        ),
-        OffloadError::BadIpHeader
-    );
-    assert_eq!(
-        err(
-            VnetHdr {
-                gso_type: GSO_UDP,
-                ..gso
-            },
-            &tcp4
-        ),
-        OffloadError::UnsupportedGso(GSO_UDP)
-    );
+    // A GSO type that does not match the packet, or that we do not split.
+    for (gso_type, expected) in [
+        (GSO_TCPV6, OffloadError::BadIpHeader),
+        (GSO_UDP_L4, OffloadError::BadIpHeader),
+        (GSO_UDP, OffloadError::UnsupportedGso(GSO_UDP)),
+    ] {
+        assert_eq!(
+            err(VnetHdr { gso_type, ..gso }, &tcp4),
+            expected,
+            "gso_type {gso_type}"
+        );
+    }
     assert_eq!(
         err(VnetHdr { gso_size: 0, ..gso }, &tcp4),
         OffloadError::ZeroGsoSize
