@@ -4,9 +4,18 @@
 //! `sendmsg`. A datagram per system call is what holds userspace WireGuard to
 //! a few hundred Mbit/s (docs/benchmarks.md); this is where that goes.
 //!
-//! The system calls and control messages are `quinn-udp`'s, so no `unsafe`
-//! beyond one `setsockopt` lives here. Where the kernel has no GSO or GRO the
-//! same calls move one datagram at a time.
+//! The system calls and control messages are `quinn-udp`'s, so the only
+//! `unsafe` here is one `setsockopt` and the registrations with the runtime.
+//! Where the kernel has no GSO or GRO the same calls move one datagram at a
+//! time.
+//!
+//! Two system calls per wake-up are saved on the latency path (measured with
+//! `strace` on a 64-byte round trip, docs/benchmarks.md): the socket is
+//! registered for reading only, because every UDP send frees send-buffer
+//! space and so raises an `EPOLLOUT` edge that would wake the loop once more
+//! per send; and a `recvmmsg` that fills fewer slots than it offered has
+//! emptied the queue, so readiness is cleared without a second call to hear
+//! `EAGAIN`.
 
 mod batch;
 
@@ -14,10 +23,12 @@ use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 pub use batch::{Segments, SendBatch, MAX_GSO_BYTES};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -46,7 +57,9 @@ const NO_GSO_MAX: usize = 256;
 
 /// The WireGuard socket with its batching state and receive buffers.
 pub struct UdpIo {
-    socket: UdpSocket,
+    /// Registered for reading only (see the module docs); a full send buffer
+    /// is waited out with a registration of its own ([`wait_writable`]).
+    socket: AsyncFd<std::net::UdpSocket>,
     state: UdpSocketState,
     /// An IPv6 socket that also carries IPv4 (as mapped addresses).
     dual_stack: bool,
@@ -64,6 +77,12 @@ impl UdpIo {
         let dual_stack = socket.local_addr()?.is_ipv6();
         let state = UdpSocketState::new((&socket).into())?;
         allow_fragmentation(&socket, dual_stack);
+        // Leaves the runtime's read-and-write registration for a read-only one.
+        let socket = socket.into_std()?;
+        // SAFETY: `AsyncFd` takes the socket by value, so its descriptor stays open,
+        // and refers to the same socket, for as long as the registration lives.
+        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+            .map_err(io::Error::from)?;
         Ok(UdpIo {
             socket,
             state,
@@ -78,7 +97,7 @@ impl UdpIo {
 
     /// The bound address (port 0 becomes the real port).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.socket.get_ref().local_addr()
     }
 
     /// How many datagrams one GSO send may carry (1: no GSO here).
@@ -101,15 +120,27 @@ impl UdpIo {
 
     /// Resolves when datagrams may be waiting. Cancel-safe.
     pub async fn readable(&self) -> io::Result<()> {
-        self.socket.readable().await
+        // Dropping the guard keeps the readiness: `try_recv` clears it.
+        self.socket.readable().await.map(drop)
     }
 
     /// Receives what one `recvmmsg` returns and calls `each` for every
     /// datagram in it, GRO runs taken apart, with IPv4 senders in plain IPv4
     /// form. Returns the number of datagrams, or `WouldBlock` when none were
-    /// waiting. Other errors (ICMP errors surface here on Linux) are the
+    /// waiting (without a system call once a short batch showed the queue
+    /// empty). Other errors (ICMP errors surface here on Linux) are the
     /// caller's to log: they are no reason to stop.
     pub fn try_recv(&mut self, mut each: impl FnMut(SocketAddr, &[u8])) -> io::Result<usize> {
+        // The readiness is taken before the call, so an event the runtime records
+        // after it (a datagram that arrived since) is not the one cleared below.
+        // No task waits through this poll: a pending one only says "not ready".
+        let mut ready = match self
+            .socket
+            .poll_read_ready(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(ready) => ready?,
+            Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
+        };
         let n = {
             let mut chunks = self.recv_buf.chunks_mut(SLOT_BYTES);
             // Cannot fail: `recv_buf` is allocated once as exactly SLOTS * SLOT_BYTES bytes
@@ -117,11 +148,19 @@ impl UdpIo {
             let mut slices: [IoSliceMut<'_>; SLOTS] = std::array::from_fn(|_| {
                 IoSliceMut::new(chunks.next().expect("recv_buf holds SLOTS slots"))
             });
-            let (socket, state, meta) = (&self.socket, &self.state, &mut self.meta);
-            socket.try_io(Interest::READABLE, || {
-                state.recv(socket.into(), &mut slices, meta)
-            })?
+            let (state, meta) = (&self.state, &mut self.meta);
+            match ready.try_io(|socket| state.recv(socket.get_ref().into(), &mut slices, meta)) {
+                Ok(n) => n?,
+                // `try_io` cleared the readiness: the next wake-up is the kernel's.
+                Err(_would_block) => return Err(io::ErrorKind::WouldBlock.into()),
+            }
         };
+        // `recvmmsg` stops early only when the queue is empty (an error after some
+        // datagrams is kept for the next call), so a short batch needs no second
+        // call just to hear `EAGAIN`.
+        if n < SLOTS {
+            ready.clear_ready();
+        }
         let mut datagrams = 0;
         for (slot, meta) in self.meta.iter().take(n).enumerate() {
             let len = meta.len.min(SLOT_BYTES);
@@ -189,12 +228,9 @@ impl UdpIo {
             src_ip: None,
         };
         loop {
-            let sent = self.socket.try_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.socket).into(), &transmit)
-            });
-            match sent {
+            match self.state.try_send(self.socket.get_ref().into(), &transmit) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.socket.writable().await?;
+                    wait_writable(self.socket.get_ref()).await?;
                 }
                 other => return other,
             }
@@ -221,6 +257,20 @@ impl UdpIo {
             self.last_send_error_log = Some(Instant::now());
         }
     }
+}
+
+/// Waits until the socket's send buffer has room. The main registration is
+/// for reading only, so this registers a duplicate of the descriptor for
+/// writing, for as long as the wait lasts: a full 4 MiB send buffer is rare,
+/// an `EPOLLOUT` wake-up after every send would not be.
+async fn wait_writable(socket: &std::net::UdpSocket) -> io::Result<()> {
+    let duplicate = socket.try_clone()?;
+    // SAFETY: the duplicate is owned by the `AsyncFd`, so its descriptor stays
+    // open, and refers to the same socket, until the registration is dropped.
+    let waiter = unsafe { AsyncFd::register_with_interest(duplicate, Interest::WRITABLE) }
+        .map_err(io::Error::from)?;
+    // Registering polls the socket, so room that is already there is seen at once.
+    waiter.writable().await.map(drop)
 }
 
 /// Turns an IPv4-mapped IPv6 address (what a dual-stack socket reports for an

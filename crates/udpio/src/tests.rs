@@ -131,3 +131,32 @@ async fn a_refused_gso_send_is_resent_one_datagram_at_a_time() {
         "no GSO to this destination for a while"
     );
 }
+
+#[tokio::test]
+async fn a_datagram_after_a_drained_queue_still_wakes_the_reader() {
+    let mut tx = loopback().await;
+    let mut rx = loopback().await;
+    let to = rx.local_addr().unwrap();
+    let mut batch = SendBatch::new();
+
+    for round in 0..3 {
+        batch.push(to, &datagram(round, 100), 1);
+        tx.send(&mut batch).await;
+        let got = receive(&mut rx, 1).await;
+        assert_eq!(got.len(), 1, "round {round}: the datagram must arrive");
+        assert_eq!(got[0].1, datagram(round, 100));
+        // The short batch cleared readiness: the queue reads as empty without
+        // waiting, and the next round's datagram must wake `readable` again.
+        let again = rx.try_recv(|_, _| panic!("nothing more was sent"));
+        assert_eq!(again.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+}
+
+#[tokio::test]
+async fn a_socket_with_room_is_writable_at_once() {
+    let io = loopback().await;
+    tokio::time::timeout(Duration::from_secs(10), wait_writable(io.socket.get_ref()))
+        .await
+        .expect("an empty send buffer has room")
+        .unwrap();
+}
