@@ -5,7 +5,9 @@
               [--doc docs/benchmarks.md]
 
 Each figure's value is the median of its runs. Ratios are value / value of the reference
-subject, whatever the direction: the "better" column says which way is good. The doc is
+subject, whatever the direction: the "better" column says which way is good. A third table
+gives the lowest and highest run of every figure measured more than once, because on a small
+shared machine the spread is often wider than the gap between two subjects. The doc is
 updated only between its two marker lines.
 """
 
@@ -173,6 +175,19 @@ def render(results, figures, meta, notes, active):
             cells.append(fmt_ratio(row["subjects"][t]["ratio_to"][r]) if t in active and r in active else "–")
         rlines.append("| " + " | ".join(cells) + " |")
 
+    # Run-to-run spread of the figures measured in every run (memory is measured once).
+    shead = ["figure"] + [name for _, name in SUBJECTS]
+    slines = ["| " + " | ".join(shead) + " |", "|" + "|".join(["---"] + ["---:"] * len(SUBJECTS)) + "|"]
+    for key, label, unit, better, dec in figures:
+        row = results[key]
+        spreads = {}
+        for s, _ in SUBJECTS:
+            good = [v for v in row["subjects"][s]["samples"] if v is not None]
+            if s in active and len(good) > 1:
+                spreads[s] = f"{fmt(min(good), dec)}–{fmt(max(good), dec)}"
+        if spreads:
+            slines.append("| " + " | ".join([f"{label} ({unit})"] + [spreads.get(s, "–") for s, _ in SUBJECTS]) + " |")
+
     foot = []
     runs = meta["runs"]
     amount = f"{meta['tcp_bytes']}B" if meta.get("tcp_bytes") else f"{meta['tcp_seconds']:g} s"
@@ -189,8 +204,12 @@ def render(results, figures, meta, notes, active):
             foot.append(f"{name}: {notes[s]}.")
     if meta.get("smoke"):
         foot.append("SMOKE RUN: tiny durations, one run; the figures prove the harness works and mean nothing.")
+    spread = ""
+    if len(slines) > 2:
+        spread = ("\n\nSpread: the lowest and the highest of the runs behind each median:\n\n"
+                  + "\n".join(slines))
     return ("\n".join(lines) + "\n\nRatios (a value divided by the reference's; ↑/↓ says which way is better):\n\n"
-            + "\n".join(rlines) + "\n\n" + "\n".join(foot) + "\n")
+            + "\n".join(rlines) + spread + "\n\n" + "\n".join(foot) + "\n")
 
 
 START = "<!-- bench:table:start (written by bench/report.py; do not edit by hand) -->"
