@@ -136,11 +136,14 @@ impl Stack {
         if !self.has_socket_room() {
             return None;
         }
-        let mut socket = self.new_tcp_socket();
+        let (mut socket, buffers) = self.new_tcp_socket();
         set_opening_timers(&mut socket);
-        socket.listen(syn.local).ok()?;
+        if socket.listen(syn.local).is_err() {
+            self.discard_socket(socket, buffers);
+            return None;
+        }
         socket.register_recv_waker(&waker);
-        let handle = self.add_socket(socket);
+        let handle = self.add_socket(socket, buffers);
         self.listeners.get_mut(&id)?.sockets.push(handle);
         Some((id, handle))
     }

@@ -216,9 +216,10 @@ impl Stack {
             );
         };
         let local = SocketAddr::new(local_ip.into(), port);
-        let mut socket = self.new_tcp_socket();
+        let (mut socket, buffers) = self.new_tcp_socket();
         set_opening_timers(&mut socket);
         if socket.connect(self.iface.context(), remote, local).is_err() {
+            self.discard_socket(socket, buffers);
             self.release_port(port);
             return fail(
                 reply,
@@ -226,7 +227,7 @@ impl Stack {
                 "unaddressable destination",
             );
         }
-        let handle = self.add_socket(socket);
+        let handle = self.add_socket(socket, buffers);
         let id = shared.id;
         let mut conn = Conn::connecting(handle, shared, (local, remote), port, reply, self.now);
         tracing::debug!(%local, %remote, "overlay connection opening");

@@ -20,6 +20,7 @@ use smoltcp::wire::{HardwareAddress, IpCidr};
 use tokio::sync::mpsc;
 
 use crate::ack_seq::AckSeq;
+use crate::buffers::{Buffers, Pair};
 use crate::config::{
     StackConfig, COMMAND_CAPACITY, EPHEMERAL_PORTS, LINGER, MAX_POLL_ROUNDS, MAX_UDP_SOCKETS,
 };
@@ -42,6 +43,9 @@ pub struct Stack {
     pub(crate) iface: Interface,
     pub(crate) device: VecDevice,
     pub(crate) sockets: SocketSet<'static>,
+    /// The buffers the TCP sockets borrow, kept for reuse when a socket goes. Only
+    /// freed after `sockets` is emptied (see `Drop`).
+    buffers: Buffers,
     socket_count: usize,
     config: StackConfig,
     epoch: Instant,
@@ -115,6 +119,7 @@ impl Stack {
             iface,
             device,
             sockets: SocketSet::new(Vec::new()),
+            buffers: Buffers::new(config.tcp_rx_buffer, config.tcp_tx_buffer),
             socket_count: 0,
             config,
             epoch,
@@ -247,20 +252,32 @@ impl Stack {
         room
     }
 
-    pub(crate) fn new_tcp_socket(&self) -> tcp::Socket<'static> {
-        let rx = tcp::SocketBuffer::new(vec![0; self.config.tcp_rx_buffer]);
-        let tx = tcp::SocketBuffer::new(vec![0; self.config.tcp_tx_buffer]);
-        tcp::Socket::new(rx, tx)
+    /// A TCP socket and the buffers it borrows: pass both to [`Stack::add_socket`], or
+    /// to [`Stack::discard_socket`] if it is not used after all.
+    pub(crate) fn new_tcp_socket(&mut self) -> (tcp::Socket<'static>, Pair) {
+        self.buffers.socket()
     }
 
-    pub(crate) fn add_socket(&mut self, socket: tcp::Socket<'static>) -> SocketHandle {
+    pub(crate) fn add_socket(
+        &mut self,
+        socket: tcp::Socket<'static>,
+        buffers: Pair,
+    ) -> SocketHandle {
         self.socket_count += 1;
-        self.sockets.add(socket)
+        let handle = self.sockets.add(socket);
+        self.buffers.lent(handle, buffers);
+        handle
+    }
+
+    /// Drops a socket from [`Stack::new_tcp_socket`] that was never added.
+    pub(crate) fn discard_socket(&mut self, socket: tcp::Socket<'static>, buffers: Pair) {
+        self.buffers.discard(socket, buffers);
     }
 
     pub(crate) fn remove_socket(&mut self, handle: SocketHandle) {
         self.socket_count -= 1;
-        self.sockets.remove(handle);
+        let removed = self.sockets.remove(handle);
+        self.buffers.reclaim(handle, removed);
     }
 
     pub(crate) fn allocate_port(&mut self) -> Option<u16> {
@@ -444,6 +461,9 @@ impl Drop for Stack {
         for conn in self.conns.values_mut() {
             conn.fail();
         }
+        // The sockets borrow their buffers from `buffers`: they go first, whatever the
+        // order of the fields.
+        self.sockets = SocketSet::new(Vec::new());
     }
 }
 

@@ -67,6 +67,29 @@ async fn ten_mib_each_way_in_parallel_intact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_on_reused_buffers_carries_only_its_own_bytes() {
+    // The stack keeps the buffers of closed connections for the next ones; a new
+    // connection must never see a byte an earlier one left in them.
+    let mut pair = Pair::new();
+    let listener = bounded(pair.b.listen(at(B, 9100))).await.unwrap();
+    let echo = spawn_echo(listener);
+    for (round, size) in [(1u64, 400 * 1024), (2, 1000), (3, 70 * 1024), (4, 1)] {
+        bounded(async {
+            let stream = pair.a.connect(at(B, 9100)).await.unwrap();
+            let sent = pattern(round, size);
+            let echoed = exchange(stream, sent.clone()).await;
+            assert_eq!(echoed.len(), size, "round {round}");
+            assert_eq!(checksum(&echoed), checksum(&sent), "round {round}");
+        })
+        .await;
+        // Both sockets are gone, so their buffers are back for the next round.
+        pair.wait_counts(|&c| c == (0, 0)).await;
+    }
+    echo.abort();
+    pair.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_survives_packet_loss() {
     const SIZE: usize = 1024 * 1024;
     let wire = Wire {
