@@ -152,7 +152,13 @@ impl Buffers {
     /// Records that the socket now at `handle` holds `pair`.
     pub(crate) fn lent(&mut self, handle: SocketHandle, mut pair: Pair) {
         if let Some(blocks) = pair.blocks.take() {
-            self.lent.insert(handle, blocks);
+            let earlier = self.lent.insert(handle, blocks);
+            // smoltcp reuses a handle only after `remove`, which went through `reclaim`.
+            debug_assert!(earlier.is_none(), "a handle held two sockets' buffers");
+            if let Some(earlier) = earlier {
+                // Whatever socket had them may still be alive: never free them.
+                std::mem::forget(earlier);
+            }
         }
     }
 

@@ -157,8 +157,9 @@ impl UdpIo {
         };
         // `recvmmsg` stops early only when the queue is empty (an error after some
         // datagrams is kept for the next call), so a short batch needs no second
-        // call just to hear `EAGAIN`.
-        if n < SLOTS {
+        // call just to hear `EAGAIN`. Short of what was offered: quinn-udp offers at
+        // most its own batch size.
+        if n < SLOTS.min(quinn_udp::BATCH_SIZE) {
             ready.clear_ready();
         }
         let mut datagrams = 0;
