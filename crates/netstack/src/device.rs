@@ -52,6 +52,18 @@ impl VecDevice {
         true
     }
 
+    /// Queues `packet` for smoltcp without copying it, leaving a spare buffer (empty when
+    /// none is kept) in its place; returns false (and counts a drop) when full.
+    pub(crate) fn push_inbound_owned(&mut self, packet: &mut Vec<u8>) -> bool {
+        if self.inbound.len() >= MAX_INBOUND_QUEUE {
+            self.dropped_inbound += 1;
+            return false;
+        }
+        let spare = self.pool.pop().unwrap_or_default();
+        self.inbound.push_back(std::mem::replace(packet, spare));
+        true
+    }
+
     /// The next inbound packet smoltcp will read, if any.
     pub(crate) fn peek_inbound(&self) -> Option<&[u8]> {
         self.inbound.front().map(Vec::as_slice)
@@ -89,7 +101,8 @@ impl VecDevice {
     /// Takes back a buffer from [`pop_outbound`](Self::pop_outbound) once the driver is done
     /// with it, for the next packet smoltcp emits.
     pub(crate) fn recycle(&mut self, buffer: Vec<u8>) {
-        if self.tx_pool.len() < POOL_SIZE {
+        // An empty spare from `push_inbound_owned` would only be reallocated later.
+        if self.tx_pool.len() < POOL_SIZE && buffer.capacity() > 0 {
             self.tx_pool.push(buffer);
         }
     }
@@ -194,6 +207,34 @@ mod tests {
         let (rx, _tx) = device.receive(Instant::ZERO).unwrap();
         assert_eq!(rx.consume(|p| p.len()), 20);
         assert_eq!(device.pool.len(), 1);
+    }
+
+    #[test]
+    fn an_owned_packet_is_queued_as_it_is_and_a_spare_is_left_behind() {
+        let mut device = VecDevice::new(1420);
+        let mut packet = vec![0x45; 60];
+        let queued_at = packet.as_ptr();
+        assert!(device.push_inbound_owned(&mut packet));
+        assert!(
+            packet.is_empty(),
+            "no spare kept yet: an empty buffer is left"
+        );
+        assert_eq!(device.peek_inbound().map(<[u8]>::as_ptr), Some(queued_at));
+
+        // Once smoltcp consumed it, the buffer is a spare that the next push hands back.
+        let (rx, _tx) = device.receive(Instant::ZERO).unwrap();
+        assert_eq!(rx.consume(|p| p.len()), 60);
+        let mut next = vec![0x45; 40];
+        assert!(device.push_inbound_owned(&mut next));
+        assert_eq!(next.as_ptr(), queued_at, "the consumed buffer came back");
+
+        for _ in 1..MAX_INBOUND_QUEUE {
+            assert!(device.push_inbound_owned(&mut vec![0x45; 20]));
+        }
+        let mut refused = vec![0x45; 20];
+        assert!(!device.push_inbound_owned(&mut refused));
+        assert_eq!(refused.len(), 20, "a refused packet stays with the caller");
+        assert_eq!(device.dropped_inbound(), 1);
     }
 
     #[test]

@@ -158,6 +158,22 @@ impl Stack {
         }
     }
 
+    /// [`Stack::handle_inbound`] without the copy: the packet's buffer is queued as it is and
+    /// `packet` is left holding a spare buffer of the stack's (empty if it has none), for
+    /// the caller's own pool. Decrypted packets arrive in buffers the driver owns, so each
+    /// one saves a copy of the packet on the way in.
+    pub fn handle_inbound_owned(&mut self, packet: &mut Vec<u8>) {
+        if packet.is_empty() {
+            return;
+        }
+        if !self.device.push_inbound_owned(packet) {
+            tracing::trace!(
+                dropped = self.device.dropped_inbound(),
+                "inbound queue full"
+            );
+        }
+    }
+
     /// Runs the stack: requests from handles, queued inbound packets, timers, data between
     /// sockets and streams, and packets to send. Call it after `handle_inbound`, when
     /// `wait` resolved, and at `poll_at`.

@@ -116,8 +116,8 @@ pub async fn run(
         if now >= wg.poll_timeout() {
             wg.handle_timeout(now);
         }
-        while let Some(packet) = wg.poll_inbound() {
-            ip.deliver(&packet).await;
+        while let Some(mut packet) = wg.poll_inbound() {
+            ip.deliver(&mut packet).await;
             wg.recycle(packet);
         }
         ip.poll(now);

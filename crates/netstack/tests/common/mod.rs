@@ -107,19 +107,23 @@ async fn drive(
             a.poll(now);
             b.poll(now);
             let mut moved = false;
-            while let Some(packet) = a.poll_outbound() {
+            // Packets move as the node loop moves them: the receiver takes the buffer and
+            // leaves a spare, which goes back to the sender's pool.
+            while let Some(mut packet) = a.poll_outbound() {
                 moved = true;
                 sent += 1;
                 if wire.drop_every.is_none_or(|n| !sent.is_multiple_of(n)) {
-                    b.handle_inbound(&packet);
+                    b.handle_inbound_owned(&mut packet);
                 }
+                a.recycle(packet);
             }
-            while let Some(packet) = b.poll_outbound() {
+            while let Some(mut packet) = b.poll_outbound() {
                 moved = true;
                 sent += 1;
                 if wire.drop_every.is_none_or(|n| !sent.is_multiple_of(n)) {
-                    a.handle_inbound(&packet);
+                    a.handle_inbound_owned(&mut packet);
                 }
+                b.recycle(packet);
             }
             if !moved {
                 break;

@@ -117,12 +117,14 @@ impl IpSide {
         }
     }
 
-    /// Hands one decrypted packet to the IP side. With TUN offloads it waits
-    /// to be coalesced with the turn's other packets and written in
-    /// [`IpSide::poll`].
-    pub async fn deliver(&mut self, packet: &[u8]) {
+    /// Hands one decrypted packet to the IP side. The embedded stack takes the
+    /// buffer itself (no copy) and leaves a spare one, possibly empty, in
+    /// `packet` for the engine's pool. With TUN offloads the packet waits to be
+    /// coalesced with the turn's other packets and written in [`IpSide::poll`].
+    pub async fn deliver(&mut self, packet: &mut Vec<u8>) {
         match self {
-            IpSide::Userspace(stack) => stack.handle_inbound(packet),
+            // The stack takes the buffer itself and leaves one of its spares behind.
+            IpSide::Userspace(stack) => stack.handle_inbound_owned(packet),
             IpSide::Tun(t) if t.tun.offload() => {
                 if !t.gro.has_room(packet.len()) {
                     // Only errors that end the loop come back; `wait` reports those.
