@@ -147,14 +147,9 @@ impl Stack {
     /// Queues an IP packet that arrived through the tunnel; the next `poll` processes it.
     /// Any bytes are accepted: malformed packets are dropped by the parsers, never panic.
     pub fn handle_inbound(&mut self, ip_packet: &[u8]) {
-        if ip_packet.is_empty() {
-            return;
-        }
-        if !self.device.push_inbound(ip_packet) {
-            tracing::trace!(
-                dropped = self.device.dropped_inbound(),
-                "inbound queue full"
-            );
+        if !ip_packet.is_empty() {
+            let queued = self.device.push_inbound(ip_packet);
+            self.trace_full_inbound(queued);
         }
     }
 
@@ -163,10 +158,14 @@ impl Stack {
     /// the caller's own pool. Decrypted packets arrive in buffers the driver owns, so each
     /// one saves a copy of the packet on the way in.
     pub fn handle_inbound_owned(&mut self, packet: &mut Vec<u8>) {
-        if packet.is_empty() {
-            return;
+        if !packet.is_empty() {
+            let queued = self.device.push_inbound_owned(packet);
+            self.trace_full_inbound(queued);
         }
-        if !self.device.push_inbound_owned(packet) {
+    }
+
+    fn trace_full_inbound(&self, queued: bool) {
+        if !queued {
             tracing::trace!(
                 dropped = self.device.dropped_inbound(),
                 "inbound queue full"
