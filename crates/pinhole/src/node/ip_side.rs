@@ -123,7 +123,6 @@ impl IpSide {
     /// coalesced with the turn's other packets and written in [`IpSide::poll`].
     pub async fn deliver(&mut self, packet: &mut Vec<u8>) {
         match self {
-            // The stack takes the buffer itself and leaves one of its spares behind.
             IpSide::Userspace(stack) => stack.handle_inbound_owned(packet),
             IpSide::Tun(t) if t.tun.offload() => {
                 if !t.gro.has_room(packet.len()) {
