@@ -12,11 +12,12 @@
 mod ip_side;
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use ip_side::{IpSide, TunSide};
 use pinhole_udpio::{SendBatch, UdpIo};
-use pinhole_wg::{DropCounters, PeerStats, UpdateReport, Wg, WgConfig, WgError};
+use pinhole_wg::{DatagramSink, DropCounters, PeerStats, UpdateReport, Wg, WgConfig, WgError};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -121,17 +122,61 @@ pub async fn run(
             wg.recycle(packet);
         }
         ip.poll(now);
-        ip.outbound_to(&mut wg, now);
-        while let Some(transmit) = wg.poll_transmit() {
-            let max_segments = udp.max_segments_to(transmit.dst);
-            batch.push(transmit.dst, &transmit.payload, max_segments);
-            wg.recycle(transmit.payload);
-            if batch.bytes() >= SEND_FLUSH_BYTES {
-                udp.send(&mut batch).await;
-            }
+        // The engine's own datagrams first (handshakes, keepalives, packets it held
+        // until a handshake completed), then the IP side's packets, sealed straight
+        // into the batch; a full batch is sent before sealing goes on.
+        queue_transmits(&mut wg, &mut batch, &mut udp).await;
+        while ip.outbound_to(
+            &mut wg,
+            &mut ToBatch {
+                batch: &mut batch,
+                udp: &udp,
+            },
+            now,
+        ) {
+            udp.send(&mut batch).await;
         }
+        queue_transmits(&mut wg, &mut batch, &mut udp).await;
         if !batch.is_empty() {
             udp.send(&mut batch).await;
         }
+    }
+}
+
+/// Moves the engine's queued datagrams into `batch`, sending whenever it is full.
+async fn queue_transmits(wg: &mut Wg, batch: &mut SendBatch, udp: &mut UdpIo) {
+    while let Some(transmit) = wg.poll_transmit() {
+        let max_segments = udp.max_segments_to(transmit.dst);
+        batch.push(transmit.dst, &transmit.payload, max_segments);
+        wg.recycle(transmit.payload);
+        if batch.bytes() >= SEND_FLUSH_BYTES {
+            udp.send(batch).await;
+        }
+    }
+}
+
+/// The send batch as the engine's [`DatagramSink`]: the IP side's packets are
+/// sealed straight into the buffer the socket sends from, so no copy is made
+/// between the cipher and the kernel.
+pub(crate) struct ToBatch<'a> {
+    batch: &'a mut SendBatch,
+    udp: &'a UdpIo,
+}
+
+impl ToBatch<'_> {
+    /// Whether the batch should be sent before more is sealed into it.
+    fn full(&self) -> bool {
+        self.batch.bytes() >= SEND_FLUSH_BYTES
+    }
+}
+
+impl DatagramSink for ToBatch<'_> {
+    fn room(&mut self, len: usize) -> &mut [u8] {
+        self.batch.room(len)
+    }
+
+    fn commit(&mut self, dst: SocketAddr, len: usize) {
+        let max_segments = self.udp.max_segments_to(dst);
+        self.batch.commit(dst, len, max_segments);
     }
 }

@@ -41,7 +41,13 @@ struct Run {
 /// runs that can each go out in one system call.
 #[derive(Debug, Default)]
 pub struct SendBatch {
+    /// `buf[..end]` holds the datagrams; past `end` is space used by an
+    /// earlier batch, kept initialised so that [`SendBatch::room`] need not
+    /// zero it again.
     buf: Vec<u8>,
+    end: usize,
+    /// Length of the last [`SendBatch::room`], the most a commit may keep.
+    room: usize,
     runs: Vec<Run>,
 }
 
@@ -67,13 +73,38 @@ impl SendBatch {
     /// `max_segments` in a run and [`MAX_GSO_BYTES`] in all.
     pub fn push(&mut self, dst: SocketAddr, datagram: &[u8], max_segments: usize) {
         let len = datagram.len();
-        let start = self.buf.len();
-        self.buf.extend_from_slice(datagram);
+        self.room(len)[..len].copy_from_slice(datagram);
+        self.commit(dst, len, max_segments);
+    }
+
+    /// Space for the next datagram, at least `len` bytes, to be written in
+    /// place (a datagram is sealed straight into it) and then kept with
+    /// [`SendBatch::commit`]. The buffer grows only past its largest size so
+    /// far, so space reused from an earlier batch costs nothing.
+    pub fn room(&mut self, len: usize) -> &mut [u8] {
+        let need = self.end + len;
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
+        }
+        self.room = len;
+        &mut self.buf[self.end..need]
+    }
+
+    /// Keeps the first `len` bytes of the last [`SendBatch::room`] as a
+    /// datagram for `dst`, joining runs as [`SendBatch::push`] does. A `len`
+    /// larger than that room is clamped to it; a second commit, or an empty
+    /// datagram, keeps nothing.
+    pub fn commit(&mut self, dst: SocketAddr, len: usize, max_segments: usize) {
+        let start = self.end;
+        let len = len.min(std::mem::take(&mut self.room));
+        if len == 0 {
+            return;
+        }
+        self.end += len;
         if let Some(run) = self.runs.last_mut() {
             let joins = !run.closed
                 && run.dst == dst
                 && len <= run.segment
-                && len > 0
                 && run.count < max_segments
                 && run.len + len <= MAX_GSO_BYTES
                 && run.segment <= max_segment(&dst);
@@ -96,7 +127,7 @@ impl SendBatch {
 
     /// Bytes held, so a caller can send before a batch grows without bound.
     pub fn bytes(&self) -> usize {
-        self.buf.len()
+        self.end
     }
 
     /// Whether nothing is waiting.
@@ -113,9 +144,9 @@ impl SendBatch {
         })
     }
 
-    /// Forgets every datagram, keeping the buffer's capacity.
+    /// Forgets every datagram, keeping the buffer.
     pub fn clear(&mut self) {
-        self.buf.clear();
+        self.end = 0;
         self.runs.clear();
     }
 }
@@ -219,5 +250,49 @@ mod tests {
         assert!(batch.is_empty());
         assert_eq!(batch.bytes(), 0);
         assert_eq!(batch.runs().count(), 0);
+    }
+
+    #[test]
+    fn datagrams_written_in_place_join_runs_like_pushed_ones() {
+        let mut batch = SendBatch::new();
+        for fill in 1..=3u8 {
+            // Room for more than is kept, as a sealer asks for its worst case.
+            let room = batch.room(1500);
+            room[..1452].fill(fill);
+            batch.commit(a(), 1452, 64);
+        }
+        assert_eq!(shape(&batch), vec![(a(), 3 * 1452, Some(1452))]);
+        let run = batch.runs().next().unwrap();
+        assert!(run.bytes[..1452].iter().all(|&b| b == 1));
+        assert!(run.bytes[2 * 1452..].iter().all(|&b| b == 3));
+    }
+
+    #[test]
+    fn a_cleared_batch_reuses_its_space_without_old_bytes_showing() {
+        let mut batch = SendBatch::new();
+        batch.push(a(), &[7; 1000], 64);
+        batch.push(a(), &[7; 1000], 64);
+        batch.clear();
+        // The old bytes are still in the buffer; only what is committed is sent.
+        batch.room(1500)[..10].copy_from_slice(&[9; 10]);
+        batch.commit(b(), 10, 64);
+        batch.push(b(), &[8; 5], 64);
+        assert_eq!(batch.bytes(), 15);
+        let runs: Vec<_> = batch.runs().map(|s| s.bytes.to_vec()).collect();
+        assert_eq!(runs, vec![[vec![9; 10], vec![8; 5]].concat()]);
+    }
+
+    #[test]
+    fn a_commit_longer_than_its_room_is_clamped() {
+        let mut batch = SendBatch::new();
+        batch.push(a(), &[0; 4000], 64);
+        batch.clear();
+        batch.room(100);
+        batch.commit(a(), 5000, 64);
+        assert_eq!(batch.bytes(), 100);
+        // A commit without a room keeps nothing, not even an empty datagram.
+        batch.commit(a(), 10, 64);
+        assert_eq!(batch.bytes(), 100);
+        assert_eq!(batch.runs().count(), 1);
     }
 }

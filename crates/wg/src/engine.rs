@@ -34,6 +34,8 @@ use crate::pool::{BufPool, MAX_BUFFER};
 use crate::route::{self, Route};
 use crate::{DropCounters, PeerId, PeerStats, Transmit};
 
+mod outbound;
+pub use outbound::DatagramSink;
 mod reload;
 #[cfg(test)]
 mod tests;
@@ -306,40 +308,6 @@ impl Wg {
             self.out.drops.routed += 1;
             self.encapsulate_to(to, &packet);
             self.out.pool.put(packet);
-        }
-    }
-
-    /// Takes one IP packet from the stack and encrypts it to the peer whose
-    /// allowed IPs hold its destination (longest prefix). A packet without a
-    /// route, or for a peer we cannot reach yet, is dropped and counted.
-    pub fn handle_outbound(&mut self, ip_packet: &[u8], now: Instant) {
-        let _ = now; // the Tunn reads its own clock; kept for a uniform sans-IO API
-        let Some(header) = ip::parse(ip_packet) else {
-            self.out.drops.malformed += 1;
-            return;
-        };
-        let Some(slot) = self.routes.lookup(header.dst) else {
-            self.out.drops.no_route += 1;
-            tracing::trace!(dst = %header.dst, "no peer routes this destination");
-            return;
-        };
-        self.encapsulate_to(slot, &ip_packet[..header.total_len]);
-    }
-
-    /// Encrypts `packet` to the peer in `slot` and queues the datagram.
-    fn encapsulate_to(&mut self, slot: usize, packet: &[u8]) {
-        let Some(Some(peer)) = self.slots.get_mut(slot) else {
-            return;
-        };
-        if peer.endpoint.is_none() {
-            self.out.drops.no_endpoint += 1;
-            return;
-        }
-        match peer.tunn.encapsulate(packet, &mut self.scratch) {
-            TunnResult::WriteToNetwork(datagram) => self.out.transmit_to(peer.endpoint, datagram),
-            TunnResult::Err(e) => self.out.count(&e),
-            // Done: queued inside the Tunn until the handshake completes.
-            _ => {}
         }
     }
 

@@ -4,7 +4,8 @@
 //! ([`Wg::handle_datagram`]), IP packets from the TCP/IP stack
 //! ([`Wg::handle_outbound`]) and the passing of time ([`Wg::handle_timeout`]),
 //! then drains [`Wg::poll_transmit`] to the UDP socket and [`Wg::poll_inbound`]
-//! to the stack. Nothing here owns a socket, a task or a clock of its own
+//! to the stack. A driver that sends from one buffer has the stack's packets
+//! sealed straight into it instead ([`Wg::seal_outbound`], [`DatagramSink`]). Nothing here owns a socket, a task or a clock of its own
 //! (boringtun's `Tunn` still reads the clock for its protocol timers).
 //!
 //! On top of boringtun's point-to-point `Tunn` this crate adds what a device
@@ -31,7 +32,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
-pub use engine::Wg;
+pub use engine::{DatagramSink, Wg};
 pub use peer::{PROBE_IDLE, PROBE_TIMEOUT};
 
 /// One remote peer as the engine needs it: already parsed and validated by the

@@ -10,6 +10,8 @@ use pinhole_tun::offload::{self, Coalescer, OffloadError, VNET_HDR_LEN};
 use pinhole_tun::Tun;
 use pinhole_wg::Wg;
 
+use super::ToBatch;
+
 /// Extra packets read from the TUN device without yielding after a readable
 /// device wakes the loop, like the UDP side's batch.
 const TUN_BATCH: usize = 64;
@@ -147,34 +149,41 @@ impl IpSide {
         }
     }
 
-    /// Passes every packet the IP side has for the tunnel to `wg`: the stack's output, or
-    /// the packet read by [`IpSide::wait`] (if any) and a batch more from the device.
-    pub fn outbound_to(&mut self, wg: &mut Wg, now: Instant) {
+    /// Seals every packet the IP side has for the tunnel into `out`: the stack's output,
+    /// or the packet read by [`IpSide::wait`] (if any) and a batch more from the device.
+    /// Returns true when it stopped because `out` is full and the stack has more: send,
+    /// then call again. A device is simply read again next turn.
+    pub(crate) fn outbound_to(&mut self, wg: &mut Wg, out: &mut ToBatch<'_>, now: Instant) -> bool {
         match self {
             IpSide::Userspace(stack) => {
-                while let Some(packet) = stack.poll_outbound() {
-                    wg.handle_outbound(&packet, now);
+                while !out.full() {
+                    let Some(packet) = stack.poll_outbound() else {
+                        return false;
+                    };
+                    wg.seal_outbound(&packet, now, out);
                     stack.recycle(packet);
                 }
+                true
             }
             IpSide::Tun(t) => {
                 let mut packets = 0;
                 if let Some(n) = t.pending.take() {
-                    packets += t.outbound(n, wg, now);
+                    packets += t.outbound(n, wg, out, now);
                 }
                 // Every turn, not only after the device woke us: a busy UDP side (first in
                 // the loop's `select!`) must not starve this direction. Cheap when there is
                 // nothing: tokio knows the device is not readable and skips the read.
                 for _ in 0..TUN_BATCH {
-                    if packets >= TUN_BATCH_PACKETS {
+                    if packets >= TUN_BATCH_PACKETS || out.full() {
                         break;
                     }
                     match t.tun.try_recv(&mut t.buf) {
-                        Ok(n) => packets += t.outbound(n, wg, now),
+                        Ok(n) => packets += t.outbound(n, wg, out, now),
                         // WouldBlock, or an error the next `recv` reports.
                         Err(_) => break,
                     }
                 }
+                false
             }
         }
     }
@@ -189,9 +198,9 @@ impl From<Stack> for IpSide {
 impl TunSide {
     /// Passes the `n` bytes read into `buf` to `wg`: the packet itself, or with
     /// offloads the packets cut from it. Returns how many packets that was.
-    fn outbound(&mut self, n: usize, wg: &mut Wg, now: Instant) -> usize {
+    fn outbound(&mut self, n: usize, wg: &mut Wg, out: &mut ToBatch<'_>, now: Instant) -> usize {
         if !self.tun.offload() {
-            wg.handle_outbound(&self.buf[..n], now);
+            wg.seal_outbound(&self.buf[..n], now, out);
             return 1;
         }
         let result = if n >= self.buf.len() {
@@ -199,7 +208,7 @@ impl TunSide {
             Err(None)
         } else {
             offload::segment(&mut self.buf[..n], self.mtu, &mut self.scratch, |p| {
-                wg.handle_outbound(p, now)
+                wg.seal_outbound(p, now, out)
             })
             .map_err(Some)
         };
