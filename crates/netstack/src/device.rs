@@ -11,14 +11,13 @@ use smoltcp::time::Instant;
 use crate::config::{MAX_INBOUND_QUEUE, MAX_OUTBOUND_QUEUE};
 
 /// Spare buffers kept for reuse in each direction, so a steady stream of packets allocates
-/// nothing.
-const POOL_SIZE: usize = 64;
-
-/// Spare buffers kept for smoltcp's output. Larger than [`POOL_SIZE`]: one poll of a
-/// bulk sender emits a window's worth of segments before the driver takes any, and each
-/// beyond the pool cost an allocation and a free (5-6 % of a sending relay's
-/// instructions at 64). At most 256 MTU-sized buffers, about 380 KiB, are kept.
-const TX_POOL_SIZE: usize = 256;
+/// nothing. Bursts are the measure: one poll of a bulk sender emits a window's worth of
+/// segments before the driver takes any, and one turn of the loop may decrypt a few hundred
+/// datagrams before smoltcp reads them (the spares handed back to the engine come from
+/// here). With 64, most packets of a bulk transfer cost an allocation and a free on both
+/// peers (5-6 % of their instructions). At most 256 MTU-sized buffers each way, about
+/// 380 KiB, are kept, and only after traffic.
+const POOL_SIZE: usize = 256;
 
 /// Bounded inbound and outbound packet queues standing in for a network interface.
 #[derive(Debug)]
@@ -108,7 +107,7 @@ impl VecDevice {
     /// with it, for the next packet smoltcp emits.
     pub(crate) fn recycle(&mut self, buffer: Vec<u8>) {
         // An empty spare from `push_inbound_owned` would only be reallocated later.
-        if self.tx_pool.len() < TX_POOL_SIZE && buffer.capacity() > 0 {
+        if self.tx_pool.len() < POOL_SIZE && buffer.capacity() > 0 {
             self.tx_pool.push(buffer);
         }
     }
