@@ -139,11 +139,16 @@ impl Outbox {
     }
 
     fn deliver(&mut self, packet: &[u8]) {
+        let packet = self.pool.copy_of(packet);
+        self.deliver_owned(packet);
+    }
+
+    fn deliver_owned(&mut self, packet: Vec<u8>) {
         if self.inbound.len() >= MAX_QUEUE {
             self.drops.queue_full += 1;
+            self.pool.put(packet);
             return;
         }
-        let packet = self.pool.copy_of(packet);
         self.inbound.push_back(packet);
     }
 
@@ -169,8 +174,8 @@ impl Wg {
     /// reply to `from` when handshakes arrive faster than the rate limit.
     pub fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
         if datagram.len() > SCRATCH_LEN {
-            // Larger than any UDP payload; boringtun would panic decrypting it
-            // into the scratch buffer.
+            // Larger than any UDP payload: refused before a buffer is sized for
+            // it (or the scratch buffer is handed to boringtun for it).
             self.out.drops.malformed += 1;
             return;
         }
@@ -244,41 +249,58 @@ impl Wg {
         let id = peer.id.0;
         let mut flush = false;
         let mut forward = None;
-        let authenticated =
-            match peer
-                .tunn
-                .decapsulate(Some(from.ip()), datagram, &mut self.scratch)
-            {
-                TunnResult::Done => !is_cookie_reply,
-                TunnResult::Err(e) => {
-                    tracing::trace!(%from, peer = id, error = ?e, "datagram refused");
-                    self.out.count(&e);
-                    false
+        // Decrypted straight into a buffer that goes to the stack as it is; the
+        // scratch buffer would cost a copy of every packet.
+        let mut rx = self.out.pool.sized(datagram.len());
+        let rx_at = rx.as_ptr() as usize;
+        let mut deliver = None;
+        let authenticated = match peer.tunn.decapsulate(Some(from.ip()), datagram, &mut rx) {
+            TunnResult::Done => !is_cookie_reply,
+            TunnResult::Err(e) => {
+                tracing::trace!(%from, peer = id, error = ?e, "datagram refused");
+                self.out.count(&e);
+                false
+            }
+            TunnResult::WriteToNetwork(reply) if reply.first() == Some(&COOKIE_REPLY_TYPE) => {
+                // The limiter tipped into "under load" between our check and the Tunn's.
+                self.out.drops.cookie_replies_sent += 1;
+                self.out.transmit(from, reply);
+                false
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                self.out.transmit(from, reply);
+                flush = true;
+                true
+            }
+            TunnResult::WriteToTunnelV4(packet, _) | TunnResult::WriteToTunnelV6(packet, _) => {
+                let inbound = Inbound {
+                    routes: &self.routes,
+                    own: &self.own_addresses,
+                    between_peers: self.route_between_peers,
+                    sender: slot,
+                    id,
+                    liveness: peer.liveness.as_ref(),
+                };
+                match inbound.accept(&mut self.out, packet) {
+                    Accepted::Deliver(len) if packet.as_ptr() as usize == rx_at => {
+                        deliver = Some(len);
+                    }
+                    // boringtun decrypts to the start of the buffer; should that
+                    // change, the packet is copied rather than lost.
+                    Accepted::Deliver(len) => self.out.deliver(&packet[..len]),
+                    Accepted::Forward(to, copy) => forward = Some((to, copy)),
+                    Accepted::Nothing => {}
                 }
-                TunnResult::WriteToNetwork(reply) if reply.first() == Some(&COOKIE_REPLY_TYPE) => {
-                    // The limiter tipped into "under load" between our check and the Tunn's.
-                    self.out.drops.cookie_replies_sent += 1;
-                    self.out.transmit(from, reply);
-                    false
-                }
-                TunnResult::WriteToNetwork(reply) => {
-                    self.out.transmit(from, reply);
-                    flush = true;
-                    true
-                }
-                TunnResult::WriteToTunnelV4(packet, _) | TunnResult::WriteToTunnelV6(packet, _) => {
-                    let inbound = Inbound {
-                        routes: &self.routes,
-                        own: &self.own_addresses,
-                        between_peers: self.route_between_peers,
-                        sender: slot,
-                        id,
-                        liveness: peer.liveness.as_ref(),
-                    };
-                    forward = inbound.accept(&mut self.out, packet);
-                    true
-                }
-            };
+                true
+            }
+        };
+        match deliver {
+            Some(len) => {
+                rx.truncate(len);
+                self.out.deliver_owned(rx);
+            }
+            None => self.out.pool.put(rx),
+        }
         if !authenticated {
             return;
         }
@@ -492,24 +514,25 @@ struct Inbound<'a> {
 impl Inbound<'_> {
     /// Cryptokey routing on the way in: passes a decrypted packet on only if
     /// its source belongs to the peer that sent it; absorbs replies to our
-    /// probes; then delivers it to the stack, or returns it (a copy, TTL
-    /// decremented) with the slot of the peer to route it to.
-    fn accept(&self, out: &mut Outbox, packet: &[u8]) -> Option<(usize, Vec<u8>)> {
+    /// probes; then says to deliver it to the stack (its length by its
+    /// header), or returns it (a copy, TTL decremented) with the slot of the
+    /// peer to route it to.
+    fn accept(&self, out: &mut Outbox, packet: &[u8]) -> Accepted {
         let Some(header) = ip::parse(packet) else {
             out.drops.malformed += 1;
-            return None;
+            return Accepted::Nothing;
         };
         if self.routes.lookup(header.src) != Some(self.sender) {
             out.drops.not_allowed_source += 1;
             tracing::trace!(peer = self.id, src = %header.src, "inner source outside the peer's allowed ips");
-            return None;
+            return Accepted::Nothing;
         }
         if let Some(liveness) = self.liveness {
             if matches!(header.protocol, PROTO_ICMP | PROTO_ICMPV6)
                 && icmp::parse_echo(packet).is_some_and(|echo| liveness.is_probe_reply(&echo))
             {
                 out.drops.probe_replies += 1;
-                return None;
+                return Accepted::Nothing;
             }
         }
         let packet = &packet[..header.total_len];
@@ -520,7 +543,7 @@ impl Inbound<'_> {
             self.routes,
             self.between_peers,
         ) {
-            Route::Stack => out.deliver(packet),
+            Route::Stack => return Accepted::Deliver(header.total_len),
             Route::Disabled => {
                 out.drops.routing_disabled += 1;
                 tracing::trace!(peer = self.id, dst = %header.dst, "for another peer; route_between_peers is off");
@@ -532,12 +555,22 @@ impl Inbound<'_> {
             Route::Peer(to) => {
                 let mut copy = out.pool.copy_of(packet);
                 if route::decrement_ttl(&mut copy, &header) {
-                    return Some((to, copy));
+                    return Accepted::Forward(to, copy);
                 }
                 out.drops.ttl_exceeded += 1;
                 out.pool.put(copy);
             }
         }
-        None
+        Accepted::Nothing
     }
+}
+
+/// What becomes of a decrypted packet.
+enum Accepted {
+    /// Dropped (and counted) or absorbed.
+    Nothing,
+    /// For the stack: the first `len` bytes.
+    Deliver(usize),
+    /// For the peer in the slot, as this copy.
+    Forward(usize, Vec<u8>),
 }

@@ -26,6 +26,22 @@ impl BufPool {
         buf
     }
 
+    /// A buffer of exactly `len` bytes to be written over (decrypted into):
+    /// its contents are whatever it last held, and only the part it grows
+    /// by is zeroed, so a reused buffer costs no pass over its bytes.
+    pub(crate) fn sized(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = self
+            .free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(FRESH_CAPACITY.max(len)));
+        if buf.len() >= len {
+            buf.truncate(len);
+        } else {
+            buf.resize(len, 0);
+        }
+        buf
+    }
+
     /// An empty buffer, reused when one is available.
     pub(crate) fn take(&mut self) -> Vec<u8> {
         match self.free.pop() {
@@ -53,6 +69,19 @@ impl BufPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sized_buffers_have_the_length_asked_and_are_reused() {
+        let mut pool = BufPool::default();
+        let big = pool.sized(1400);
+        assert_eq!(big.len(), 1400);
+        let at = big.as_ptr();
+        pool.put(big);
+        let small = pool.sized(60);
+        assert_eq!((small.len(), small.as_ptr()), (60, at));
+        pool.put(small);
+        assert_eq!(pool.sized(1500).len(), 1500);
+    }
 
     #[test]
     fn reuses_and_bounds() {
