@@ -183,6 +183,11 @@ impl UdpIo {
     /// and empties it. A failed send is logged at most every 10 s and the
     /// datagrams are dropped: WireGuard's peers retransmit.
     pub async fn send(&mut self, batch: &mut SendBatch) {
+        if !self.no_gso.is_empty() {
+            // Expired entries go, or every datagram would keep paying a lookup.
+            let now = Instant::now();
+            self.no_gso.retain(|_, until| *until > now);
+        }
         for run in batch.runs() {
             let dst = if self.dual_stack {
                 mapped(run.dst)
