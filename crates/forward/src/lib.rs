@@ -34,6 +34,7 @@ mod serve;
 pub mod socks5;
 mod socks_exit;
 mod splice;
+mod task_span;
 #[cfg(test)]
 mod test_util;
 mod udp;

@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, debug_span, info_span, warn, Instrument};
 
 use crate::admission::{Admission, Gate};
 use crate::counters::Counters;
@@ -21,6 +21,7 @@ use crate::limits::Limits;
 use crate::proxy_header::{self, HeaderError};
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::rewind::Rewind;
+use crate::task_span;
 
 /// First pause after an accept error that is not about one connection (EMFILE and the like).
 ///
@@ -189,7 +190,9 @@ pub async fn serve_handler<A: Acceptor, H: Handler>(
                     };
                     let local = acceptor.stream_local_addr(&stream);
                     let conn = connection(stream, client, local, Arc::clone(&shared), permit);
-                    tracker.spawn(conn.instrument(info_span!("conn", %client)));
+                    tracker.spawn(
+                        conn.instrument(task_span::or_current(debug_span!("conn", %client))),
+                    );
                 }
                 Err(e) if is_per_connection(&e) => {
                     debug!(error = %e, "accept failed for one connection");

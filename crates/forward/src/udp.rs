@@ -14,12 +14,13 @@ use tokio::net::UdpSocket;
 use tokio::time::{sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, debug_span, info_span, warn, Instrument};
 
 use crate::admission::{Admission, Gate};
 use crate::cidr::canonical;
 use crate::counters::{ActiveGuard, Counters};
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
+use crate::task_span;
 use crate::udp_sessions::Sessions;
 
 /// The largest UDP payload over IPv4, and so the largest datagram forwarded whole.
@@ -350,7 +351,7 @@ async fn run<L: DatagramListener, D: DatagramDialer>(
                 tracker.spawn(
                     replies
                         .run(stop)
-                        .instrument(info_span!("udp", client = %d.from)),
+                        .instrument(task_span::or_current(debug_span!("udp", client = %d.from))),
                 );
                 (socket, target)
             }
