@@ -22,7 +22,7 @@ pub(crate) type HandleId = u64;
 pub(crate) struct WakeQueue {
     ids: mpsc::Sender<HandleId>,
     overflow: AtomicBool,
-    pub(crate) notify: Notify,
+    pub(crate) notify: Arc<Notify>,
     next_id: AtomicU64,
 }
 
@@ -33,7 +33,7 @@ impl WakeQueue {
         let queue = Self {
             ids,
             overflow: AtomicBool::new(false),
-            notify: Notify::new(),
+            notify: Arc::new(Notify::new()),
             next_id: AtomicU64::new(1),
         };
         (Arc::new(queue), rx)

@@ -6,10 +6,13 @@
 //! lock is taken anywhere. Work per `poll` is bounded by [`MAX_POLL_ROUNDS`].
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use smoltcp::iface::{
@@ -17,6 +20,7 @@ use smoltcp::iface::{
 };
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpCidr};
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::mpsc;
 
 use crate::ack_seq::AckSeq;
@@ -67,6 +71,9 @@ pub struct Stack {
     pub(crate) ready: Vec<HandleId>,
     pub(crate) wake: Arc<WakeQueue>,
     wake_rx: mpsc::Receiver<HandleId>,
+    /// The wait for an overflowed wake queue, registered once and renewed only when it
+    /// fires, so that waiting costs no new registration per turn of the driver.
+    overflowed: Pin<Box<OwnedNotified>>,
     commands: mpsc::Receiver<Command>,
     pending_command: Option<Command>,
     next_poll: Option<Instant>,
@@ -133,6 +140,7 @@ impl Stack {
             lingering: Vec::new(),
             udp: UdpTable::new(next_udp_port),
             ready: Vec::new(),
+            overflowed: Box::pin(Arc::clone(&wake.notify).notified_owned()),
             wake,
             wake_rx,
             commands,
@@ -233,14 +241,30 @@ impl Stack {
     /// call `poll`. Cancel-safe: nothing is lost when the future is dropped (e.g. in
     /// `select!`).
     pub async fn wait(&mut self) {
+        std::future::poll_fn(|cx| self.poll_wait(cx)).await
+    }
+
+    /// [`Stack::wait`] as a poll: each source is polled in place, so a driver that waits
+    /// every turn builds no futures and joins no lists of waiters.
+    pub fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.ready.is_empty() || self.pending_command.is_some() {
-            return;
+            return Poll::Ready(());
         }
-        tokio::select! {
-            Some(id) = self.wake_rx.recv() => self.ready.push(id),
-            Some(command) = self.commands.recv() => self.pending_command = Some(command),
-            () = self.wake.notify.notified() => {}
+        if let Poll::Ready(Some(id)) = self.wake_rx.poll_recv(cx) {
+            self.ready.push(id);
+            return Poll::Ready(());
         }
+        // `None`: every `Overlay` handle is gone; only the other sources are left.
+        if let Poll::Ready(Some(command)) = self.commands.poll_recv(cx) {
+            self.pending_command = Some(command);
+            return Poll::Ready(());
+        }
+        if self.overflowed.as_mut().poll(cx).is_ready() {
+            let next = Arc::clone(&self.wake.notify).notified_owned();
+            self.overflowed.set(next);
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 
     /// TCP sockets currently allocated (connections, embryonic accepts, closing ones).
@@ -504,4 +528,26 @@ fn random_u64() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StackConfig;
+    use std::task::Waker;
+
+    #[test]
+    fn an_overflowed_wake_queue_wakes_the_stack_every_time() {
+        let config = StackConfig::new(vec![("10.77.0.1".parse().unwrap(), 24)], 1420);
+        let (mut stack, _overlay) = Stack::new(config);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(stack.poll_wait(&mut cx).is_pending());
+        for _ in 0..2 {
+            // What a waker does when the queue is full, seen after the stack drained it:
+            // the race the notification is there for.
+            stack.wake.notify.notify_one();
+            assert!(stack.poll_wait(&mut cx).is_ready());
+            assert!(stack.poll_wait(&mut cx).is_pending());
+        }
+    }
 }

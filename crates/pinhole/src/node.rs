@@ -65,8 +65,17 @@ pub async fn run(
     // earlier than the driver's planned wake-up costs a wake-up of its own.
     let timer = tokio::time::sleep_until(Instant::now() + far);
     tokio::pin!(timer);
+    // Waited on across turns, for the same reason: a fresh wait per turn would join and
+    // leave the token's list of waiters for every packet.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
 
     loop {
+        // The wait below polls the token last, only when nothing else is ready, so a
+        // loop that always has work checks it here.
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
         let now = Instant::now();
         let wg_at = Instant::from_std(wg.poll_timeout());
         let ip_at = ip
@@ -80,8 +89,8 @@ pub async fn run(
 
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(()),
-            readable = udp.readable() => {
+            // Polled in place: the socket's reader slot, not a waiter joining a list.
+            readable = std::future::poll_fn(|cx| udp.poll_readable(cx)) => {
                 readable?;
                 let now = std::time::Instant::now();
                 let mut taken = 0;
@@ -111,6 +120,7 @@ pub async fn run(
                 }
             },
             _ = &mut timer => {}
+            () = &mut cancelled => return Ok(()),
         }
 
         let now = std::time::Instant::now();

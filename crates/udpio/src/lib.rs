@@ -120,8 +120,15 @@ impl UdpIo {
 
     /// Resolves when datagrams may be waiting. Cancel-safe.
     pub async fn readable(&self) -> io::Result<()> {
-        // Dropping the guard keeps the readiness: `try_recv` clears it.
-        self.socket.readable().await.map(drop)
+        std::future::poll_fn(|cx| self.poll_readable(cx)).await
+    }
+
+    /// Ready when datagrams may be waiting; otherwise `cx` is woken when some
+    /// arrive. The readiness is kept (`try_recv` clears it). The socket has one
+    /// reader slot, no list of waiters, so a loop that polls this every turn
+    /// registers nothing new; only the last task to poll is woken.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.socket.poll_read_ready(cx).map_ok(drop)
     }
 
     /// Receives what one `recvmmsg` returns and calls `each` for every
