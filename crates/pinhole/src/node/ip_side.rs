@@ -196,8 +196,8 @@ impl From<Stack> for IpSide {
 }
 
 impl TunSide {
-    /// Passes the `n` bytes read into `buf` to `wg`: the packet itself, or with
-    /// offloads the packets cut from it. Returns how many packets that was.
+    /// Has `wg` seal the `n` bytes read into `buf` into `out`: the packet itself, or
+    /// with offloads the packets cut from it. Returns how many packets that was.
     fn outbound(&mut self, n: usize, wg: &mut Wg, out: &mut ToBatch<'_>, now: Instant) -> usize {
         if !self.tun.offload() {
             wg.seal_outbound(&self.buf[..n], now, out);
