@@ -15,8 +15,8 @@ use crate::config::{MAX_INBOUND_QUEUE, MAX_OUTBOUND_QUEUE};
 /// segments before the driver takes any, and one turn of the loop may decrypt a few hundred
 /// datagrams before smoltcp reads them (the spares handed back to the engine come from
 /// here). With 64, most packets of a bulk transfer cost an allocation and a free on both
-/// peers (5-6 % of their instructions). At most 256 MTU-sized buffers each way, about
-/// 380 KiB, are kept, and only after traffic.
+/// peers (127,327 allocations for a 200 MB upload at the home, under callgrind). At most 256
+/// MTU-sized buffers each way, about 380 KiB, are kept, and only after traffic.
 const POOL_SIZE: usize = 256;
 
 /// Bounded inbound and outbound packet queues standing in for a network interface.
