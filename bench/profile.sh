@@ -16,11 +16,17 @@
 #   5. variants: relay and home restarted as they are (one runtime thread) and with
 #      `pinhole up --threads 2`; each time: 1-stream throughput, CPU-s/GB, 64 B p50,
 #      connections/s, KiB per idle connection
+#   6. instructions: valgrind --tool=callgrind on the relay, then on the home: user-space
+#      instructions per 64-byte round trip, per MB moved on four streams up, and per short
+#      connection. They come out the same run after run where timings on a shared machine
+#      vary by 15 % or more, so an A/B of a user-space change should compare them first
+#      (callgrind_annotate on the dumps names the functions)
 #
 # Steps 1-3 run for each of PROFILE_SUBJECTS="pinhole tun" (userspace and TUN stacks; tun is
-# skipped when the binary has none), steps 4-5 for the userspace stack.
+# skipped when the binary has none), steps 4-6 for the userspace stack.
 # Knobs: PROFILE_SECONDS=4 (perf and thread runs), PROFILE_BYTES=200M (strace run),
-# PROFILE_DHAT_BYTES=20M, PROFILE_STEPS="threads perf perf-cps syscalls dhat variants", PINHOLE=path.
+# PROFILE_DHAT_BYTES=20M, PROFILE_CG_BYTES=100M, PROFILE_CG_ROUND_TRIPS=2000,
+# PROFILE_STEPS="threads perf perf-cps syscalls dhat variants instructions", PINHOLE=path.
 # It measures and writes; it judges nothing.
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -31,11 +37,13 @@ NOFILE=$(ulimit -Hn)
 P_SECONDS=${PROFILE_SECONDS:-4}
 P_BYTES=${PROFILE_BYTES:-200M}
 P_DHAT_BYTES=${PROFILE_DHAT_BYTES:-20M}
-STEPS=${PROFILE_STEPS:-threads perf perf-cps syscalls dhat variants}
+P_CG_BYTES=${PROFILE_CG_BYTES:-100M}
+P_CG_ROUND_TRIPS=${PROFILE_CG_ROUND_TRIPS:-2000}
+STEPS=${PROFILE_STEPS:-threads perf perf-cps syscalls dhat variants instructions}
 OUT=${PROFILE_OUT:-$REPO/results/profile-$(date -u +%Y%m%d-%H%M%S)}
 
 ((EUID == 0)) || { echo "bench/profile.sh: needs root" >&2; exit 2; }
-for cmd in perf strace valgrind iperf3 wg nft python3 prlimit; do
+for cmd in perf strace valgrind callgrind_control callgrind_annotate iperf3 wg nft python3 prlimit; do
     command -v "$cmd" >/dev/null 2>&1 || { echo "bench/profile.sh: missing '$cmd' (Debian: linux-perf strace valgrind iperf3)" >&2; exit 2; }
 done
 [[ -x $PINHOLE ]] || { echo "bench/profile.sh: no pinhole binary at $PINHOLE" >&2; exit 2; }
@@ -307,4 +315,70 @@ if [[ " $STEPS " == *" variants "* ]]; then
     done
 fi
 
-say "profile written to $OUT (summary.txt, perf-*.txt, strace-*.txt, dhat-relay.json)"
+# quiet PID : waits (up to 5 minutes) until PID uses no more than a tick of CPU in half a
+# second, i.e. what was sent has crossed.
+quiet() {
+    local i a b
+    for ((i = 0; i < 600; i++)); do
+        a=$(cpu_ticks "$1")
+        sleep 0.5
+        b=$(cpu_ticks "$1")
+        ((b - a <= 1)) && return 0
+    done
+}
+
+# cg_total FILE : the instructions a callgrind dump counted.
+cg_total() {
+    callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}'
+}
+
+if [[ " $STEPS " == *" instructions "* ]]; then
+    say "6. valgrind --tool=callgrind: instructions per round trip, per MB and per connection"
+    report ""
+    report "## instructions (callgrind, user space only; the same from run to run)"
+    report "$(printf '   %-6s %14s %14s %16s' peer 'per round trip' 'per MB up' 'per connection')"
+    rr_to="$RELAY_PUBLIC_IP:$(relay_port pinhole 2)"
+    PORT=$(relay_port pinhole 1)
+    for which in relay home; do
+        cg=$OUT/callgrind-$which.out
+        restart_pinhole "$which" valgrind --tool=callgrind --callgrind-out-file="$cg" --dump-instr=no
+        pid=${PID_OF[pinhole-$which]}
+        # Each phase is counted from zero to a dump (callgrind-WHICH.out.1, .2, .3) and starts
+        # on a quiet path: under valgrind a transfer's tail is still crossing the tunnel when
+        # iperf3 has finished, and would be counted in the next phase.
+        run_in "$NS_CLIENT" timeout 120 "$BENCHNET" rr "$rr_to" --count 200 >/dev/null
+        callgrind_control -z "$pid" >/dev/null 2>&1
+        run_in "$NS_CLIENT" timeout 300 "$BENCHNET" rr "$rr_to" --count "$P_CG_ROUND_TRIPS" --warmup 0 >/dev/null
+        callgrind_control -d "$pid" >/dev/null 2>&1
+        callgrind_control -z "$pid" >/dev/null 2>&1
+        bytes=$(run_in "$NS_CLIENT" timeout 600 iperf3 -c "$RELAY_PUBLIC_IP" -p "$PORT" -J -n "$P_CG_BYTES" -P 4 |
+            python3 -c 'import json,sys
+try: print(json.load(sys.stdin)["end"]["sum_sent"]["bytes"])
+except Exception: print(0)')
+        quiet "$pid"
+        callgrind_control -d "$pid" >/dev/null 2>&1
+        run_in "$NS_CLIENT" timeout 120 "$BENCHNET" cps "$rr_to" --seconds 1 --threads 2 >/dev/null
+        quiet "$pid"
+        callgrind_control -z "$pid" >/dev/null 2>&1
+        conns=$(jget connections <<<"$(run_in "$NS_CLIENT" timeout 120 "$BENCHNET" cps "$rr_to" --seconds 3 --threads 2)")
+        callgrind_control -d "$pid" >/dev/null 2>&1
+        stop "pinhole-$which" TERM
+        report "$(python3 -c '
+import sys
+a = sys.argv[1:]
+def per(total, n, scale=1.0):
+    try:
+        return f"{int(total) / (float(n) / scale):,.0f}"
+    except (ValueError, ZeroDivisionError):
+        return "n/a"
+print(f"   {a[6]:<6} {per(a[0], a[1]):>14} {per(a[2], a[3], 1e6):>14} {per(a[4], a[5]):>16}")
+' "$(cg_total "$cg.1")" "$P_CG_ROUND_TRIPS" "$(cg_total "$cg.2")" "$bytes" \
+            "$(cg_total "$cg.3")" "$conns" "$which")"
+        restart_pinhole "$which"
+    done
+    RELAY=${PID_OF[pinhole-relay]}
+    HOME_PID=${PID_OF[pinhole-home]}
+    report "   (under valgrind the kernel's UDP GSO is refused: datagrams leave one per system call)"
+fi
+
+say "profile written to $OUT (summary.txt, perf-*.txt, strace-*.txt, dhat-relay.json, callgrind-*.out.N)"
