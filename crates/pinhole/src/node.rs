@@ -134,7 +134,8 @@ pub async fn run(
         ip.poll(now);
         // The engine's own datagrams first (handshakes, keepalives, packets it held
         // until a handshake completed), then the IP side's packets, sealed straight
-        // into the batch; a full batch is sent before sealing goes on.
+        // into the batch (sealing queues nothing: even a handshake it starts goes to
+        // the batch); a full batch is sent before sealing goes on.
         queue_transmits(&mut wg, &mut batch, &mut udp).await;
         while ip.outbound_to(
             &mut wg,
@@ -146,7 +147,6 @@ pub async fn run(
         ) {
             udp.send(&mut batch).await;
         }
-        queue_transmits(&mut wg, &mut batch, &mut udp).await;
         if !batch.is_empty() {
             udp.send(&mut batch).await;
         }

@@ -151,8 +151,8 @@ impl IpSide {
 
     /// Seals every packet the IP side has for the tunnel into `out`: the stack's output,
     /// or the packet read by [`IpSide::wait`] (if any) and a batch more from the device.
-    /// Returns true when it stopped because `out` is full and the stack has more: send,
-    /// then call again. A device is simply read again next turn.
+    /// Returns true when the stack's output stopped at a full `out` (more may be
+    /// waiting): send, then call again. A device is simply read again next turn.
     pub(crate) fn outbound_to(&mut self, wg: &mut Wg, out: &mut ToBatch<'_>, now: Instant) -> bool {
         match self {
             IpSide::Userspace(stack) => {
