@@ -192,6 +192,12 @@ impl AsyncWrite for OverlayStream {
 
 impl Drop for OverlayStream {
     fn drop(&mut self) {
+        // The sender goes first: the stack may service the connection the moment it sees
+        // the stream dropped, and must then find the channel disconnected (and send FIN).
+        // Fields drop only after this body, so without this a stack on another thread could
+        // find the channel merely empty, and the connection lingered without a FIN.
+        self.tx.abort_send();
+        self.tx.close();
         self.shared.mark_dropped();
     }
 }
