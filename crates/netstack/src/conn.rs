@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{CONNECT_TIMEOUT, DEAD_PEER_TIMEOUT, KEEP_ALIVE, MAX_CHUNK};
 use crate::shared::Shared;
+use crate::splice::Spliced;
 use crate::stream::{OverlayStream, StackEnds};
 
 /// What the stack must do with a connection after servicing it.
@@ -55,27 +56,31 @@ enum Phase {
     },
     /// A stream exists (or existed).
     Open(Pipes),
+    /// The stream was handed over with a kernel socket: the stack splices the two itself.
+    Spliced(Box<Spliced>),
+    /// Nothing left to do; only seen between two phases.
+    Finished,
 }
 
 #[derive(Debug)]
-struct Pipes {
+pub(crate) struct Pipes {
     /// `None` once EOF or failure was signalled, or the stream is gone.
-    to_stream: Option<tokio::sync::mpsc::Sender<Bytes>>,
-    from_stream: tokio::sync::mpsc::Receiver<Bytes>,
+    pub(crate) to_stream: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    pub(crate) from_stream: tokio::sync::mpsc::Receiver<Bytes>,
     /// Part of a chunk that did not fit into the socket's send buffer.
-    pending_tx: Option<Bytes>,
+    pub(crate) pending_tx: Option<Bytes>,
     /// Received data taken out of a socket in TIME-WAIT, waiting for channel room.
-    backlog: VecDeque<Bytes>,
+    pub(crate) backlog: VecDeque<Bytes>,
     /// The stream shut down its write side (or was dropped): FIN after the data.
-    write_done: bool,
-    fin_sent: bool,
+    pub(crate) write_done: bool,
+    pub(crate) fin_sent: bool,
     /// `recv` reported the peer's FIN (all data before it was read).
-    peer_fin: bool,
+    pub(crate) peer_fin: bool,
     /// A state seen so far proves the peer's FIN arrived (CLOSE-WAIT, LAST-ACK, CLOSING,
     /// TIME-WAIT), even while received data still waits in the socket.
-    fin_state_seen: bool,
-    orphaned: bool,
-    aborting: bool,
+    pub(crate) fin_state_seen: bool,
+    pub(crate) orphaned: bool,
+    pub(crate) aborting: bool,
 }
 
 impl Conn {
@@ -126,6 +131,14 @@ impl Conn {
     /// Brings the connection up to date with its socket and its stream. Called when either
     /// side woke it; cheap when nothing changed.
     pub(crate) fn service(&mut self, socket: &mut tcp::Socket<'static>, now: Instant) -> Step {
+        if let Some(handoff) = self.shared.take_splice() {
+            self.phase = match std::mem::replace(&mut self.phase, Phase::Finished) {
+                Phase::Open(pipes) => Phase::Spliced(Box::new(Spliced::start(pipes, *handoff))),
+                // A stream exists only once the connection is open, and a spliced one was
+                // consumed by its first handover.
+                other => other,
+            };
+        }
         let step = match &mut self.phase {
             Phase::Connecting { reply, started } => {
                 let started = *started;
@@ -148,6 +161,25 @@ impl Conn {
                 }
             }
             Phase::Open(pipes) => pipes.service(socket, &self.shared),
+            Phase::Spliced(spliced) => {
+                match spliced.service(socket, &self.shared, &self.waker, now) {
+                    Ok(()) => Step::Keep,
+                    Err(end) => {
+                        let Phase::Spliced(spliced) =
+                            std::mem::replace(&mut self.phase, Phase::Finished)
+                        else {
+                            return Step::Remove("splice finished");
+                        };
+                        // The stream went with the splice: the connection now closes as one
+                        // whose stream was dropped.
+                        let mut pipes = spliced.finish(end);
+                        let step = pipes.service(socket, &self.shared);
+                        self.phase = Phase::Open(pipes);
+                        step
+                    }
+                }
+            }
+            Phase::Finished => return Step::Remove("finished"),
         };
         if matches!(step, Step::Keep | Step::Orphaned) {
             socket.register_recv_waker(&self.waker);
@@ -209,8 +241,12 @@ impl Conn {
     /// The stack is going away: the stream reports `ConnectionAborted`.
     pub(crate) fn fail(&mut self) {
         self.shared.set_error(io::ErrorKind::ConnectionAborted);
-        if let Phase::Open(pipes) = &mut self.phase {
-            pipes.to_stream = None;
+        // A splice waiting to be taken over ends here (its handle sees the error).
+        self.shared.retire();
+        match &mut self.phase {
+            Phase::Open(pipes) => pipes.to_stream = None,
+            // Dropping the splice (with the stack) resolves its handle with the error.
+            Phase::Spliced(_) | Phase::Connecting { .. } | Phase::Finished => {}
         }
     }
 }

@@ -15,6 +15,10 @@
 //!                ──"wake me" id (bounded)──▶  Stack::wait()
 //! ```
 //!
+//! A stream paired with a kernel TCP socket (a forward's client, an expose's target) can be
+//! handed to the stack with [`OverlayStream::splice_kernel`]: the driver then moves the bytes
+//! between the socket and smoltcp's buffers itself, with no chunks and no second task.
+//!
 //! The stack is sans-IO (time is a parameter, packets are byte slices), so tests wire two
 //! stacks back to back in one process. See `docs/netstack.md` for the design and its limits.
 #![deny(missing_docs)]
@@ -31,6 +35,7 @@ mod overlay;
 mod packet;
 mod ports;
 mod shared;
+mod splice;
 mod stack;
 mod stream;
 mod udp;
@@ -43,6 +48,7 @@ pub use config::{
 };
 pub use listener::OverlayListener;
 pub use overlay::Overlay;
+pub use splice::{KernelSplice, KernelSpliceEnd, SpliceProgress};
 pub use stack::{new, Stack};
 pub use stream::OverlayStream;
 pub use udp::OverlayUdpSocket;

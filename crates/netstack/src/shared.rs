@@ -9,10 +9,12 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Wake;
 
 use tokio::sync::{mpsc, Notify};
+
+use crate::splice::Handoff;
 
 /// Identifies a connection or listener inside one stack; never reused.
 pub(crate) type HandleId = u64;
@@ -63,6 +65,17 @@ const RESET: u8 = 1;
 const TIMED_OUT: u8 = 2;
 const ABORTED: u8 = 3;
 
+/// Where a stream's handover to a splice waits for the stack (locked once each way per
+/// spliced connection, never per packet).
+#[derive(Debug, Default)]
+enum SpliceSlot {
+    #[default]
+    Empty,
+    Pending(Box<Handoff>),
+    /// The stack forgot the handle: a handover would never be taken.
+    Closed,
+}
+
 /// State shared between one handle and the stack. Only flags: data moves over channels.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -76,6 +89,9 @@ pub(crate) struct Shared {
     /// Datagrams dropped because a UDP socket's inbound queue was full.
     drops: AtomicU64,
     queue: Arc<WakeQueue>,
+    /// A handover is in `splice`: checked on every service without taking the lock.
+    splice_pending: AtomicBool,
+    splice: Mutex<SpliceSlot>,
 }
 
 impl Shared {
@@ -90,6 +106,8 @@ impl Shared {
             error: AtomicU8::new(NO_ERROR),
             drops: AtomicU64::new(0),
             queue: Arc::clone(queue),
+            splice_pending: AtomicBool::new(false),
+            splice: Mutex::new(SpliceSlot::Empty),
         })
     }
 
@@ -105,9 +123,47 @@ impl Shared {
         self.queued.store(false, Ordering::Release);
     }
 
-    /// Called by the stack when it forgets the handle: no further wakes are queued.
+    /// Called by the stack when it forgets the handle: no further wakes are queued, and a
+    /// handover waiting for it is dropped (its splice resolves with the handle's error).
     pub(crate) fn retire(&self) {
         self.queued.store(true, Ordering::Release);
+        let slot = std::mem::replace(&mut *self.lock_splice(), SpliceSlot::Closed);
+        drop(slot);
+    }
+
+    fn lock_splice(&self) -> std::sync::MutexGuard<'_, SpliceSlot> {
+        self.splice.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Leaves a handover for the stack and wakes it; gives it back if the stack already
+    /// forgot this handle.
+    pub(crate) fn offer_splice(&self, handoff: Box<Handoff>) -> Result<(), Box<Handoff>> {
+        {
+            let mut slot = self.lock_splice();
+            if matches!(*slot, SpliceSlot::Closed) {
+                return Err(handoff);
+            }
+            *slot = SpliceSlot::Pending(handoff);
+        }
+        self.splice_pending.store(true, Ordering::Release);
+        self.wake_stack();
+        Ok(())
+    }
+
+    /// The handover waiting for the stack, if any (one atomic load when there is none).
+    pub(crate) fn take_splice(&self) -> Option<Box<Handoff>> {
+        if !self.splice_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        self.splice_pending.store(false, Ordering::Release);
+        let mut slot = self.lock_splice();
+        match std::mem::take(&mut *slot) {
+            SpliceSlot::Pending(handoff) => Some(handoff),
+            other => {
+                *slot = other;
+                None
+            }
+        }
     }
 
     /// The handle side is gone (stream, listener or connect future dropped).

@@ -31,13 +31,16 @@ use crate::shared::Shared;
 ///   [`OverlayStream::abort`] resets it instead.
 #[derive(Debug)]
 pub struct OverlayStream {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     local: SocketAddr,
     peer: SocketAddr,
-    rx: mpsc::Receiver<Bytes>,
-    rx_chunk: Bytes,
-    tx: PollSender<Bytes>,
-    write_shut: bool,
+    /// Chunks the stack received for us; read by a splice too, when it takes over.
+    pub(crate) rx: mpsc::Receiver<Bytes>,
+    /// The unread rest of the last chunk taken from `rx`.
+    pub(crate) rx_chunk: Bytes,
+    pub(crate) tx: PollSender<Bytes>,
+    /// `poll_shutdown` was called: nothing more will be written.
+    pub(crate) write_shut: bool,
 }
 
 /// The stack's ends of a stream's two channels.
