@@ -51,11 +51,16 @@ impl Counters {
         }
     }
 
-    pub(crate) fn add_rx(&self, n: u64) {
+    /// Adds bytes received from the accepted side's client; public for [`Splicer`]s
+    /// outside this crate.
+    ///
+    /// [`Splicer`]: crate::Splicer
+    pub fn add_rx(&self, n: u64) {
         self.rx_bytes.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn add_tx(&self, n: u64) {
+    /// Adds bytes sent to the accepted side's client; see [`Counters::add_rx`].
+    pub fn add_tx(&self, n: u64) {
         self.tx_bytes.fetch_add(n, Ordering::Relaxed);
     }
 

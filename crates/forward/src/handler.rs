@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, Instant};
@@ -18,7 +19,7 @@ use crate::endpoint::Dialer;
 use crate::limits::Limits;
 use crate::proxy_header::{encode, ProxyVersion};
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
-use crate::splice::splice_counted;
+use crate::splice::{splice_counted, SpliceReport};
 
 /// The addresses of one admitted connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,22 +49,80 @@ pub trait Handler: Send + Sync + 'static {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static;
 }
 
+/// How [`DialSplice`] moves bytes between the accepted and the dialed stream.
+///
+/// Why a trait: the copy loop of [`splice_counted`] works for any two streams, but a caller
+/// that knows its stream types may have a faster way (the userspace stack splices a kernel
+/// socket with an overlay connection in its own loop). It must keep the same contract:
+/// half-close passed on, the two timeouts, both streams closed when it returns, and bytes
+/// added to `counters` (`a` is the accepted side: its bytes are `rx`).
+pub trait Splicer: Send + Sync + 'static {
+    /// Splices `a` (accepted) and `b` (dialed) until both directions end, one fails, or a
+    /// timeout fires.
+    fn splice<A, B>(
+        &self,
+        a: A,
+        b: B,
+        idle_timeout: Duration,
+        half_close_timeout: Duration,
+        counters: &Counters,
+    ) -> impl Future<Output = SpliceReport> + Send
+    where
+        A: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        B: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+}
+
+/// The splice that copies in the connection's task: [`splice_counted`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CopySplicer;
+
+impl Splicer for CopySplicer {
+    async fn splice<A, B>(
+        &self,
+        a: A,
+        b: B,
+        idle_timeout: Duration,
+        half_close_timeout: Duration,
+        counters: &Counters,
+    ) -> SpliceReport
+    where
+        A: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        B: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        splice_counted(a, b, idle_timeout, half_close_timeout, counters).await
+    }
+}
+
 /// Dials the other side, writes the PROXY header when asked, then splices.
 #[derive(Debug)]
-pub struct DialSplice<D> {
+pub struct DialSplice<D, P = CopySplicer> {
     dialer: D,
     proxy_protocol: Option<ProxyVersion>,
     /// Dial failures of one forward log at most one info line per interval.
     dial_log: LogLimiter,
+    splicer: P,
 }
 
 impl<D: Dialer> DialSplice<D> {
-    /// Dials with `dialer`; sends no PROXY header.
+    /// Dials with `dialer`; sends no PROXY header; copies in the connection's task.
     pub fn new(dialer: D) -> Self {
         Self {
             dialer,
             proxy_protocol: None,
             dial_log: LogLimiter::new(LOG_INTERVAL),
+            splicer: CopySplicer,
+        }
+    }
+}
+
+impl<D: Dialer, P: Splicer> DialSplice<D, P> {
+    /// Splices with `splicer` instead.
+    pub fn with_splicer<Q: Splicer>(self, splicer: Q) -> DialSplice<D, Q> {
+        DialSplice {
+            dialer: self.dialer,
+            proxy_protocol: self.proxy_protocol,
+            dial_log: self.dial_log,
+            splicer,
         }
     }
 
@@ -86,7 +145,7 @@ impl<D: Dialer> DialSplice<D> {
     }
 }
 
-impl<D: Dialer> Handler for DialSplice<D> {
+impl<D: Dialer, P: Splicer> Handler for DialSplice<D, P> {
     async fn handle<S>(&self, accepted: S, conn: ConnInfo, limits: Limits, counters: &Counters)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -107,14 +166,16 @@ impl<D: Dialer> Handler for DialSplice<D> {
             Ok(Err(e)) => return self.failed(counters, conn.client, &e.to_string()),
             Err(_) => return self.failed(counters, conn.client, "connect timeout"),
         };
-        let report = splice_counted(
-            accepted,
-            dialed,
-            limits.idle_timeout,
-            limits.half_close_timeout,
-            counters,
-        )
-        .await;
+        let report = self
+            .splicer
+            .splice(
+                accepted,
+                dialed,
+                limits.idle_timeout,
+                limits.half_close_timeout,
+                counters,
+            )
+            .await;
         debug!(
             rx_bytes = report.a_to_b,
             tx_bytes = report.b_to_a,

@@ -13,6 +13,8 @@
 //! - [`Handler`] (`handler.rs`): what runs on each admitted stream: [`DialSplice`] (dial, send
 //!   the PROXY header when asked, splice) or [`SocksExit`] (`socks_exit.rs`);
 //! - [`splice`] (`splice.rs`): both directions at once, half-close, idle and linger timeouts;
+//!   a [`Splicer`] may run the copy elsewhere (the userspace stack does), and [`supervise`]
+//!   (`offload.rs`) keeps the same timeouts and counters for it;
 //! - [`Limits`] (`limits.rs`) and [`Counters`] (`counters.rs`): the bounds and live figures;
 //! - pure codecs and rules: [`proxy_header`], [`socks5`], [`exit_policy`], [`admission`];
 //! - UDP ([`serve_udp`], `udp.rs`, with the pure session table in `udp_sessions.rs`);
@@ -26,6 +28,7 @@ mod endpoint;
 pub mod exit_policy;
 mod handler;
 mod limits;
+mod offload;
 pub mod proxy_header;
 mod range;
 mod ratelimit;
@@ -45,8 +48,9 @@ pub use cidr::Cidr;
 pub use counters::{Counters, CountersSnapshot};
 pub use endpoint::{Acceptor, Dialer, TcpDialer};
 pub use exit_policy::{DestinationRule, ExitPolicy, Refusal};
-pub use handler::{ConnInfo, DialSplice, Handler};
+pub use handler::{ConnInfo, CopySplicer, DialSplice, Handler, Splicer};
 pub use limits::Limits;
+pub use offload::{supervise, OffloadProgress, Offloaded, LIVE_COUNTERS};
 pub use proxy_header::ProxyVersion;
 pub use range::{DatagramPortDialer, PortDialer, PortMap, RangeDialer, TcpPortRange, UdpPortRange};
 pub use rewind::Rewind;

@@ -25,6 +25,18 @@ impl<S> Rewind<S> {
             inner,
         }
     }
+
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The stream, and the put-back bytes not read yet: for a splicer that takes the stream
+    /// over and must deliver them first.
+    pub fn into_parts(mut self) -> (S, Vec<u8>) {
+        let unread = self.prefix.split_off(self.pos);
+        (self.inner, unread)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
