@@ -13,6 +13,7 @@ pub mod ops;
 mod overlay;
 mod peer;
 pub mod services;
+mod stack_splice;
 mod view;
 
 pub use overlay::Net;

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::overlay::Net;
+use crate::stack_splice::StackSplicer;
 
 /// The real sockets of one `[[forward]]`: one per port of its range.
 pub enum ForwardSockets {
@@ -118,7 +119,9 @@ pub fn start_forward(f: &Forward, sockets: ForwardSockets, net: &Net) -> Result<
             // maps to the `to` port.
             let map = PortMap::range(first.port(), f.to.port(), f.port_count);
             let dialer = RangeDialer::new(net.port_dialer(f.to.ip()), map);
-            let handler = DialSplice::new(dialer).with_proxy_protocol(proxy);
+            let handler = DialSplice::new(dialer)
+                .with_proxy_protocol(proxy)
+                .with_splicer(StackSplicer);
             let task = run.tcp(TcpPortRange::from_listeners(listeners), handler);
             (task, listen)
         }
@@ -201,7 +204,7 @@ pub async fn start_expose(e: &Expose, net: &Net, own_network: &[Cidr]) -> Result
                     let map = PortMap::range(e.listen.port(), target.port, e.port_count);
                     let dialer =
                         RangeDialer::new(TcpDialer::new(target.host.clone(), target.port), map);
-                    run.tcp(acceptor, DialSplice::new(dialer))
+                    run.tcp(acceptor, DialSplice::new(dialer).with_splicer(StackSplicer))
                 }
                 ExposeTarget::Socks(socks) => {
                     let overlay_nets = own_network
