@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io;
+use std::io::{self, Read as _};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use smoltcp::socket::tcp::{self, RecvError, State};
-use tokio::io::AsyncWrite;
+use socket2::SockRef;
+use tokio::io::{AsyncWrite, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
@@ -279,8 +280,11 @@ impl Spliced {
         }
         let mut cx = Context::from_waker(waker);
         let eof_before = (self.kernel_eof, self.kernel_shut);
-        let to_overlay = self.kernel_into_socket(socket, &mut cx)?;
-        let to_kernel = self.socket_into_kernel(socket, &mut cx)?;
+        let (mut to_overlay, mut to_kernel) = (0, 0);
+        let result = self
+            .kernel_into_socket(socket, &mut cx, &mut to_overlay)
+            .and_then(|()| self.socket_into_kernel(socket, &mut cx, &mut to_kernel));
+        // Counted even when a side failed halfway: the report says what really moved.
         if to_overlay > 0 {
             self.progress
                 .to_overlay
@@ -294,6 +298,7 @@ impl Spliced {
         if to_overlay + to_kernel > 0 || eof_before != (self.kernel_eof, self.kernel_shut) {
             self.progress.active(now);
         }
+        result?;
         let state = socket.state();
         if matches!(
             state,
@@ -336,12 +341,13 @@ impl Spliced {
     }
 
     /// The stream's leftover writes, then the kernel socket, into the socket's send buffer;
-    /// FIN after the kernel socket's EOF. Returns the bytes read from the kernel socket.
+    /// FIN after the kernel socket's EOF. Adds the bytes read from the kernel to `moved`.
     fn kernel_into_socket(
         &mut self,
         socket: &mut tcp::Socket<'static>,
         cx: &mut Context<'_>,
-    ) -> Result<u64, KernelSpliceEnd> {
+        moved: &mut u64,
+    ) -> Result<(), KernelSpliceEnd> {
         while !self.stream_drained {
             let chunk = match self.pipes.pending_tx.take() {
                 Some(chunk) => chunk,
@@ -359,21 +365,25 @@ impl Spliced {
             let sent = socket.send_slice(&chunk).unwrap_or(chunk.len());
             if sent < chunk.len() {
                 self.pipes.pending_tx = Some(chunk.slice(sent..));
-                return Ok(0);
+                return Ok(());
             }
         }
-        let mut moved = 0;
         while !self.kernel_eof && socket.can_send() {
             let tcp = &self.tcp;
-            match socket.send(|room| match tcp.try_read(room) {
-                Ok(n) => (n, Ok(n)),
+            match socket.send(|room| match read_draining(tcp, room) {
+                Ok(read) => (read.len, Ok(read)),
                 Err(e) => (0, Err(e)),
             }) {
-                Ok(Ok(0)) => {
+                Ok(Ok(Read { len: 0, .. })) => {
                     self.kernel_eof = true;
                     self.progress.set(KERNEL_EOF);
                 }
-                Ok(Ok(n)) => moved += n as u64,
+                Ok(Ok(Read { len, drained })) => {
+                    *moved += len as u64;
+                    if drained && self.tcp.poll_read_ready(cx).is_pending() {
+                        break;
+                    }
+                }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Pending registers the connection's waker for the socket's readiness.
                     if self.tcp.poll_read_ready(cx).is_pending() {
@@ -395,17 +405,17 @@ impl Spliced {
             socket.set_ack_delay(None);
             self.pipes.fin_sent = true;
         }
-        Ok(moved)
+        Ok(())
     }
 
     /// What the stream had not read, then the socket's receive buffer, into the kernel
-    /// socket; `shutdown(Write)` after the peer's FIN. Returns the bytes written.
+    /// socket; `shutdown(Write)` after the peer's FIN. Adds the bytes written to `moved`.
     fn socket_into_kernel(
         &mut self,
         socket: &mut tcp::Socket<'static>,
         cx: &mut Context<'_>,
-    ) -> Result<u64, KernelSpliceEnd> {
-        let mut moved = 0;
+        moved: &mut u64,
+    ) -> Result<(), KernelSpliceEnd> {
         loop {
             let written = if let Some(front) = self.to_kernel.front_mut() {
                 let written = self.tcp.try_write(front);
@@ -430,7 +440,7 @@ impl Spliced {
             };
             match written {
                 Ok(0) => return Err(KernelSpliceEnd::Kernel(io::ErrorKind::WriteZero)),
-                Ok(n) => moved += n as u64,
+                Ok(n) => *moved += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.tcp.poll_write_ready(cx).is_pending() {
                         break;
@@ -464,6 +474,37 @@ impl Spliced {
             let _ = Pin::new(&mut self.tcp).poll_shutdown(cx);
             self.kernel_shut = true;
         }
-        Ok(moved)
+        Ok(())
+    }
+}
+
+/// What [`read_draining`] read.
+struct Read {
+    len: usize,
+    /// The read was short, so the socket's receive queue is empty: its readiness is cleared.
+    drained: bool,
+}
+
+/// Reads from `tcp` into `buf` without blocking. A short read means the receive queue was
+/// emptied, so the socket's readiness is cleared at once, as tokio's own `poll_read` does on
+/// Linux (epoll reports the next arrival as a new edge): the next read then waits for that
+/// instead of costing a system call that finds nothing (one per request before).
+fn read_draining(tcp: &TcpStream, buf: &mut [u8]) -> io::Result<Read> {
+    let mut len = 0;
+    let result = tcp.try_io(Interest::READABLE, || {
+        len = (&*SockRef::from(tcp)).read(buf)?;
+        if len > 0 && len < buf.len() {
+            // Tells tokio the socket is drained; the bytes are kept in `len`.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => Ok(Read {
+            len,
+            drained: false,
+        }),
+        Err(_) if len > 0 => Ok(Read { len, drained: true }),
+        Err(e) => Err(e),
     }
 }
