@@ -17,12 +17,13 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::keys::Tuple;
 use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, TcpSeqNumber};
 
 /// Per connection (local, remote): one past the highest sequence number sent.
 #[derive(Debug, Default)]
 pub(crate) struct AckSeq {
-    highest: HashMap<(SocketAddr, SocketAddr), TcpSeqNumber>,
+    highest: HashMap<Tuple, TcpSeqNumber>,
 }
 
 impl AckSeq {
@@ -35,7 +36,7 @@ impl AckSeq {
         let Ok(mut tcp) = TcpPacket::new_checked(&mut packet[offset..]) else {
             return;
         };
-        let key = (
+        let key = Tuple::new(
             SocketAddr::new(src, tcp.src_port()),
             SocketAddr::new(dst, tcp.dst_port()),
         );
@@ -65,11 +66,11 @@ impl AckSeq {
 
     /// The connection is gone.
     pub(crate) fn forget(&mut self, local: SocketAddr, remote: SocketAddr) {
-        self.highest.remove(&(local, remote));
+        self.highest.remove(&Tuple::new(local, remote));
     }
 
     /// Drops entries of connections that no longer exist (e.g. refused or aborted accepts).
-    pub(crate) fn retain(&mut self, mut live: impl FnMut(&(SocketAddr, SocketAddr)) -> bool) {
+    pub(crate) fn retain(&mut self, mut live: impl FnMut(&Tuple) -> bool) {
         self.highest.retain(|key, _| live(key));
     }
 

@@ -18,12 +18,13 @@
 //! socket that has been dropped ([`Buffers::reclaim`], [`Buffers::discard`]), and the
 //! stack drops its socket set before its buffers (`Stack`'s `Drop`).
 
-use std::collections::HashMap;
 use std::ptr::NonNull;
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::socket::Socket;
+
+use crate::keys::IdMap;
 
 /// Most buffer pairs kept for reuse: enough for the connections opened and closed
 /// between two polls at thousands per second. Beyond it, a returning pair is freed.
@@ -113,7 +114,7 @@ pub(crate) struct Buffers {
     rx_len: usize,
     tx_len: usize,
     free: Vec<(Block, Block)>,
-    lent: HashMap<SocketHandle, (Block, Block)>,
+    lent: IdMap<SocketHandle, (Block, Block)>,
 }
 
 impl Buffers {
@@ -123,7 +124,7 @@ impl Buffers {
             rx_len,
             tx_len,
             free: Vec::new(),
-            lent: HashMap::new(),
+            lent: IdMap::default(),
         }
     }
 

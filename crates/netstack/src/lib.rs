@@ -30,6 +30,7 @@ mod buffers;
 mod config;
 mod conn;
 mod device;
+mod keys;
 mod listener;
 mod overlay;
 mod packet;

@@ -21,6 +21,7 @@ use smoltcp::socket::tcp::{self, State};
 use tokio::sync::mpsc;
 
 use crate::conn::{set_opening_timers, Conn};
+use crate::keys::Tuple;
 use crate::packet::Syn;
 use crate::ports::range_end;
 use crate::shared::{HandleId, Shared};
@@ -120,7 +121,10 @@ impl Stack {
     /// connection to one of our listeners and the connection cap allows. Returns the socket.
     pub(crate) fn prepare_accept(&mut self, syn: Syn) -> Option<(HandleId, SocketHandle)> {
         let id = self.listen_ports.lookup(syn.local)?;
-        if self.by_tuple.contains_key(&(syn.local, syn.remote)) {
+        if self
+            .by_tuple
+            .contains_key(&Tuple::new(syn.local, syn.remote))
+        {
             return None;
         }
         let listening = self.listeners.get(&id)?;
@@ -221,7 +225,8 @@ impl Stack {
         debug_assert!(queued, "accept queue had room");
         // The connection may already hold data or a FIN: service it now.
         let step = conn.service(socket, self.now);
-        self.by_tuple.insert(tuple, shared.id);
+        self.by_tuple
+            .insert(Tuple::new(tuple.0, tuple.1), shared.id);
         self.conns.insert(shared.id, conn);
         self.apply(shared.id, step);
     }

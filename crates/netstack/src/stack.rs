@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,6 +30,7 @@ use crate::config::{
 };
 use crate::conn::{Conn, Step};
 use crate::device::VecDevice;
+use crate::keys::{IdMap, Tuple};
 use crate::listener::Listening;
 use crate::overlay::{Command, Overlay};
 use crate::packet::{parse_syn, parse_udp};
@@ -55,12 +56,12 @@ pub struct Stack {
     epoch: Instant,
     /// The `now` of the current (or last) `poll`.
     pub(crate) now: Instant,
-    pub(crate) conns: HashMap<HandleId, Conn>,
-    pub(crate) listeners: HashMap<HandleId, Listening>,
+    pub(crate) conns: IdMap<HandleId, Conn>,
+    pub(crate) listeners: IdMap<HandleId, Listening>,
     /// TCP ports and port ranges listened on.
     pub(crate) listen_ports: PortMap,
     /// Accepted connections by (local, remote), so retransmitted SYNs add no socket.
-    pub(crate) by_tuple: HashMap<(SocketAddr, SocketAddr), HandleId>,
+    pub(crate) by_tuple: HashMap<Tuple, HandleId>,
     used_ports: HashSet<u16>,
     next_port: u16,
     /// Orphaned connections and when to reset them if they have not closed.
@@ -131,8 +132,8 @@ impl Stack {
             config,
             epoch,
             now: epoch,
-            conns: HashMap::new(),
-            listeners: HashMap::new(),
+            conns: IdMap::default(),
+            listeners: IdMap::default(),
             listen_ports: PortMap::default(),
             by_tuple: HashMap::new(),
             used_ports: HashSet::new(),
@@ -375,7 +376,7 @@ impl Stack {
         };
         conn.shared.retire();
         self.remove_socket(conn.handle);
-        self.by_tuple.remove(&(conn.local, conn.remote));
+        self.by_tuple.remove(&Tuple::new(conn.local, conn.remote));
         if let Some(port) = conn.ephemeral_port {
             self.release_port(port);
         }
@@ -390,15 +391,18 @@ impl Stack {
     /// Forgets the sequence numbers of connections that have no socket any more (accepts
     /// that never completed, refused connects).
     fn prune_ack_seq(&mut self) {
-        let mut live: HashSet<(SocketAddr, SocketAddr)> =
-            self.conns.values().map(|c| (c.local, c.remote)).collect();
+        let mut live: HashSet<Tuple> = self
+            .conns
+            .values()
+            .map(|c| Tuple::new(c.local, c.remote))
+            .collect();
         for listening in self.listeners.values() {
             for &handle in listening.sockets() {
                 let socket = self.sockets.get::<tcp::Socket>(handle);
                 if let (Some(local), Some(remote)) =
                     (socket.local_endpoint(), socket.remote_endpoint())
                 {
-                    live.insert((local.into(), remote.into()));
+                    live.insert(Tuple::new(local.into(), remote.into()));
                 }
             }
         }

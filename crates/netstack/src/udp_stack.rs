@@ -1,7 +1,6 @@
 //! The stack's side of UDP sockets: which ports are bound, delivery of inbound datagrams
 //! (before smoltcp sees them), and moving the packets sockets built to the device.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::config::{EPHEMERAL_PORTS, MAX_UDP_SOCKETS, UDP_OUTBOUND_QUEUE};
+use crate::keys::IdMap;
 use crate::packet::{max_udp_payload, UdpIn};
 use crate::ports::{range_end, PortMap};
 use crate::shared::{HandleId, Shared};
@@ -30,7 +30,7 @@ pub(crate) struct UdpBound {
 #[derive(Debug)]
 pub(crate) struct UdpTable {
     ports: PortMap,
-    pub(crate) bound: HashMap<HandleId, UdpBound>,
+    pub(crate) bound: IdMap<HandleId, UdpBound>,
     next_port: u16,
     /// Inbound datagrams dropped at the stack: malformed, or to a port nobody bound.
     pub(crate) dropped: u64,
@@ -41,7 +41,7 @@ impl UdpTable {
     pub(crate) fn new(first_port: u16) -> Self {
         Self {
             ports: PortMap::default(),
-            bound: HashMap::new(),
+            bound: IdMap::default(),
             next_port: first_port,
             dropped: 0,
         }
