@@ -68,6 +68,12 @@ pub trait Dialer: Send + Sync + 'static {
         let _ = local;
         self.dial()
     }
+
+    /// Whether [`Dialer::dial_for`] needs the local address. Why ask: finding it costs a
+    /// system call (`getsockname`) per accepted connection, which most forwards can skip.
+    fn wants_local_addr(&self) -> bool {
+        false
+    }
 }
 
 /// Dials a real `host:port` over TCP: the target of an expose.

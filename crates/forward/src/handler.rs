@@ -27,7 +27,8 @@ pub struct ConnInfo {
     /// The client: the accepted peer, or the source of the PROXY header read from it when the
     /// forward accepts one. Access control, rate limits, logs and outgoing headers use this.
     pub client: SocketAddr,
-    /// The local address the connection arrived on, when the acceptor knows it.
+    /// The local address the connection arrived on, when the acceptor knows it and the
+    /// handler wants it ([`Handler::wants_local_addr`]).
     pub local: Option<SocketAddr>,
 }
 
@@ -47,6 +48,12 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Whether [`ConnInfo::local`] is used. Why ask: the accept loop finds it with a system
+    /// call (`getsockname`) per connection, skipped when nobody reads it.
+    fn wants_local_addr(&self) -> bool {
+        true
+    }
 }
 
 /// How [`DialSplice`] moves bytes between the accepted and the dialed stream.
@@ -146,6 +153,12 @@ impl<D: Dialer, P: Splicer> DialSplice<D, P> {
 }
 
 impl<D: Dialer, P: Splicer> Handler for DialSplice<D, P> {
+    /// Only a PROXY header (which names the address the client reached) and a port range
+    /// (which maps the port it arrived on) need it.
+    fn wants_local_addr(&self) -> bool {
+        self.proxy_protocol.is_some() || self.dialer.wants_local_addr()
+    }
+
     async fn handle<S>(&self, accepted: S, conn: ConnInfo, limits: Limits, counters: &Counters)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -42,6 +42,15 @@ impl PortMap {
         Self { pairs }
     }
 
+    /// The one target port, when the map has a single pair: then any connection of the
+    /// forward goes there, whatever port it arrived on (there is only one).
+    pub fn single(&self) -> Option<u16> {
+        match self.pairs.as_slice() {
+            [(_, to)] => Some(*to),
+            _ => None,
+        }
+    }
+
     /// The target port for `listen_port`.
     pub fn target(&self, listen_port: u16) -> Option<u16> {
         let i = self
@@ -103,6 +112,9 @@ impl<D> RangeDialer<D> {
     }
 
     fn port_for(&self, local_port: Option<u16>) -> io::Result<u16> {
+        if let Some(port) = self.map.single() {
+            return Ok(port);
+        }
         local_port
             .and_then(|p| self.map.target(p))
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "local port not in range"))
@@ -119,6 +131,10 @@ impl<D: PortDialer> Dialer for RangeDialer<D> {
     async fn dial_for(&self, local: Option<SocketAddr>) -> io::Result<D::Stream> {
         let port = self.port_for(local.map(|l| l.port()))?;
         self.inner.dial_port(port).await
+    }
+
+    fn wants_local_addr(&self) -> bool {
+        self.map.single().is_none()
     }
 }
 

@@ -188,7 +188,11 @@ pub async fn serve_handler<A: Acceptor, H: Handler>(
                         shared.refused(client, "too many connections");
                         continue;
                     };
-                    let local = acceptor.stream_local_addr(&stream);
+                    let local = if shared.handler.wants_local_addr() {
+                        acceptor.stream_local_addr(&stream)
+                    } else {
+                        None
+                    };
                     let conn = connection(stream, client, local, Arc::clone(&shared), permit);
                     tracker.spawn(
                         conn.instrument(task_span::or_current(debug_span!("conn", %client))),

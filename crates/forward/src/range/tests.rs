@@ -26,11 +26,27 @@ fn port_map_table() {
 
 #[tokio::test]
 async fn a_dialer_without_a_local_port_refuses_to_guess() {
-    let d = RangeDialer::new(TcpDialer::new("127.0.0.1", 1), PortMap::range(1, 1, 1));
+    let d = RangeDialer::new(TcpDialer::new("127.0.0.1", 1), PortMap::range(1, 1, 2));
+    assert!(d.wants_local_addr());
     assert_eq!(
         d.dial().await.unwrap_err().kind(),
         io::ErrorKind::InvalidInput
     );
+}
+
+#[tokio::test]
+async fn a_single_port_needs_no_local_port() {
+    // So the accept loop can skip `getsockname` for an ordinary one-port forward.
+    let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = target.local_addr().unwrap().port();
+    let d = RangeDialer::new(
+        TcpDialer::new("127.0.0.1", 0),
+        PortMap::range(8080, port, 1),
+    );
+    assert!(!d.wants_local_addr());
+    let dialed = within("dial", d.dial()).await.unwrap();
+    let (accepted, _) = within("accept", target.accept()).await.unwrap();
+    assert_eq!(dialed.peer_addr().unwrap(), accepted.local_addr().unwrap());
 }
 
 #[tokio::test]
