@@ -9,8 +9,12 @@
 //! they come back here once the socket is gone.
 //!
 //! A kept buffer costs what its pages hold: at most [`KEEP_PAIRS`] pairs are kept, and
-//! each is trimmed to its first [`KEEP_RESIDENT`] bytes when it comes back, so what the
-//! pool holds stays small however much traffic went through it. Stale bytes of an earlier
+//! each is trimmed to its first [`KEEP_RESIDENT`] bytes once it has waited in the pool
+//! for a while ([`Buffers::trim_kept`], which the stack calls a second after a return), so
+//! what the pool holds stays small however much traffic went through it. Not at once:
+//! a trim is a system call per buffer, two per connection, and at thousands of short
+//! connections a second most pairs are lent again before the second is out, their pages
+//! still warm. Stale bytes of an earlier
 //! connection are never seen: smoltcp reads a ring buffer only where it was written.
 //!
 //! This is the crate's only `unsafe`: buffers are handed out as `&'static mut [u8]` and
@@ -113,7 +117,10 @@ impl Drop for Pair {
 pub(crate) struct Buffers {
     rx_len: usize,
     tx_len: usize,
-    free: Vec<(Block, Block)>,
+    /// Kept pairs, and whether each was trimmed since it came back.
+    free: Vec<((Block, Block), bool)>,
+    /// Pairs in `free` not trimmed yet.
+    untrimmed: usize,
     lent: IdMap<SocketHandle, (Block, Block)>,
 }
 
@@ -124,16 +131,20 @@ impl Buffers {
             rx_len,
             tx_len,
             free: Vec::new(),
+            untrimmed: 0,
             lent: IdMap::default(),
         }
     }
 
     /// A new TCP socket on kept buffers if there are any, fresh ones otherwise.
     pub(crate) fn socket(&mut self) -> (tcp::Socket<'static>, Pair) {
-        let (mut rx, mut tx) = self
-            .free
-            .pop()
-            .unwrap_or_else(|| (Block::new(self.rx_len), Block::new(self.tx_len)));
+        let (mut rx, mut tx) = match self.free.pop() {
+            Some((pair, trimmed)) => {
+                self.untrimmed -= usize::from(!trimmed);
+                pair
+            }
+            None => (Block::new(self.rx_len), Block::new(self.tx_len)),
+        };
         // SAFETY: a pair is in `free` only after the socket that borrowed it was
         // dropped (`reclaim`, `discard`), and fresh blocks were never lent.
         let socket = unsafe {
@@ -179,12 +190,27 @@ impl Buffers {
         }
     }
 
-    fn keep(&mut self, (mut rx, mut tx): (Block, Block)) {
+    fn keep(&mut self, pair: (Block, Block)) {
         if self.free.len() < KEEP_PAIRS {
+            self.free.push((pair, false));
+            self.untrimmed += 1;
+        }
+    }
+
+    /// Kept pairs not trimmed yet: the stack calls [`Buffers::trim_kept`] soon after this
+    /// becomes non-zero.
+    pub(crate) fn untrimmed(&self) -> usize {
+        self.untrimmed
+    }
+
+    /// Gives back the pages of every kept buffer past its first [`KEEP_RESIDENT`] bytes.
+    pub(crate) fn trim_kept(&mut self) {
+        for ((rx, tx), trimmed) in self.free.iter_mut().filter(|(_, trimmed)| !*trimmed) {
             rx.trim();
             tx.trim();
-            self.free.push((rx, tx));
+            *trimmed = true;
         }
+        self.untrimmed = 0;
     }
 }
 
@@ -206,7 +232,7 @@ mod tests {
 
         buffers.reclaim(handle, set.remove(handle));
         assert_eq!((buffers.lent.len(), buffers.free.len()), (0, 1));
-        let kept = buffers.free[0].0.ptr;
+        let kept = buffers.free[0].0 .0.ptr;
 
         let (socket, pair) = buffers.socket();
         assert_eq!(buffers.free.len(), 0, "the kept pair was taken");
@@ -224,6 +250,21 @@ mod tests {
             buffers.discard(socket, pair);
         }
         assert_eq!(buffers.free.len(), KEEP_PAIRS);
+    }
+
+    #[test]
+    fn kept_pairs_wait_untrimmed_until_trim_kept() {
+        let mut buffers = Buffers::new(LEN, LEN);
+        let (socket, pair) = buffers.socket();
+        buffers.discard(socket, pair);
+        let (socket, pair) = buffers.socket();
+        // Lent again before a trim: nothing is left to trim.
+        assert_eq!(buffers.untrimmed(), 0);
+        buffers.discard(socket, pair);
+        assert_eq!(buffers.untrimmed(), 1);
+        buffers.trim_kept();
+        assert_eq!(buffers.untrimmed(), 0);
+        assert!(buffers.free.iter().all(|(_, trimmed)| *trimmed));
     }
 
     #[test]

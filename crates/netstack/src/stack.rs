@@ -42,6 +42,11 @@ use crate::udp_stack::UdpTable;
 /// own removal.
 const WAKE_SLACK: usize = 256;
 
+/// How long returned socket buffers wait before their pages are given back: long enough
+/// that at a high connection rate most are lent again first (no system call), short
+/// enough that memory after a burst of traffic goes back at once for a human.
+const TRIM_DELAY: Duration = Duration::from_secs(1);
+
 /// The userspace TCP/IP stack: smoltcp on an in-memory device, plus the bookkeeping that
 /// connects its sockets to [`crate::OverlayStream`]s. Created by [`crate::new`].
 pub struct Stack {
@@ -78,6 +83,8 @@ pub struct Stack {
     commands: mpsc::Receiver<Command>,
     pending_command: Option<Command>,
     next_poll: Option<Instant>,
+    /// When to trim the socket buffers kept since the last trim (see `buffers.rs`).
+    trim_at: Option<Instant>,
     at_limit: bool,
     /// The highest sequence number sent per connection, for the pure ACKs we send.
     ack_seq: AckSeq,
@@ -147,6 +154,7 @@ impl Stack {
             commands,
             pending_command: None,
             next_poll: None,
+            trim_at: None,
             at_limit: false,
             ack_seq: AckSeq::default(),
         };
@@ -205,6 +213,14 @@ impl Stack {
                 break;
             }
         }
+        match self.trim_at {
+            Some(at) if at <= now => {
+                self.buffers.trim_kept();
+                self.trim_at = None;
+            }
+            None if self.buffers.untrimmed() > 0 => self.trim_at = Some(now + TRIM_DELAY),
+            _ => {}
+        }
         self.next_poll = self
             .iface
             .poll_at(timestamp, &self.sockets)
@@ -232,10 +248,10 @@ impl Stack {
             return Some(now);
         }
         let linger = self.lingering.iter().map(|&(deadline, _)| deadline).min();
-        match (self.next_poll, linger) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.next_poll, linger, self.trim_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Resolves when a stream, listener, pending connect or UDP socket needs the stack; then
@@ -539,6 +555,23 @@ mod tests {
     use super::*;
     use crate::StackConfig;
     use std::task::Waker;
+
+    #[test]
+    fn kept_socket_buffers_are_trimmed_a_second_later_even_on_an_idle_stack() {
+        let config = StackConfig::new(vec![("10.77.0.1".parse().unwrap(), 24)], 1420);
+        let (mut stack, _overlay) = Stack::new(config);
+        let now = Instant::now();
+        stack.poll(now);
+        assert_eq!(stack.poll_at(now), None);
+        let (socket, pair) = stack.new_tcp_socket();
+        stack.discard_socket(socket, pair);
+        stack.poll(now);
+        // Nothing else to do: the driver still wakes for the trim.
+        assert_eq!(stack.poll_at(now), Some(now + TRIM_DELAY));
+        stack.poll(now + TRIM_DELAY);
+        assert_eq!(stack.buffers.untrimmed(), 0);
+        assert_eq!(stack.poll_at(now + TRIM_DELAY), None);
+    }
 
     #[test]
     fn an_overflowed_wake_queue_wakes_the_stack_every_time() {
