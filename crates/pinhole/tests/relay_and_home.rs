@@ -25,13 +25,21 @@ impl Tunnel {
 /// Starts a relay forwarding a public port to the home's overlay port 80,
 /// and a home peer exposing that port to `service`.
 async fn start_tunnel(service: SocketAddr) -> Tunnel {
+    start_tunnel_with(service, "").await
+}
+
+/// [`start_tunnel`], with `forward_extra` lines added to the relay's forward.
+async fn start_tunnel_with(service: SocketAddr, forward_extra: &str) -> Tunnel {
     let pair = Pair::new(
-        r#"
+        &format!(
+            r#"
 [[forward]]
 name = "web"
 listen = "127.0.0.1:0"
 to = "10.77.0.2:80"
-"#,
+{forward_extra}
+"#
+        ),
         &format!(
             r#"
 [[expose]]
@@ -186,6 +194,33 @@ async fn a_refused_backend_closes_the_public_connection_promptly() {
     assert!(
         matches!(read, Ok(0) | Err(_)),
         "expected EOF or reset, got {read:?}"
+    );
+    tunnel.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_forwarded_connection_is_closed_at_its_idle_timeout() {
+    // The stack splices this connection on both peers; the relay's forward keeps the timeout.
+    let service = echo_service().await;
+    let tunnel = start_tunnel_with(service, r#"idle_timeout = "1s""#).await;
+    wait_until_serving(tunnel.public).await;
+    let mut conn = TcpStream::connect(tunnel.public).await.unwrap();
+    conn.write_all(b"ping").await.unwrap();
+    let mut reply = [0u8; 4];
+    conn.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"ping");
+    let idle_since = tokio::time::Instant::now();
+    let mut rest = [0u8; 16];
+    let read = tokio::time::timeout(DEADLINE, conn.read(&mut rest))
+        .await
+        .expect("an idle connection was left open");
+    assert!(
+        matches!(read, Ok(0)),
+        "expected an orderly close, got {read:?}"
+    );
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(900),
+        "closed before its idle timeout"
     );
     tunnel.stop().await;
 }
