@@ -32,6 +32,19 @@ async fn overlay_pair(pair: &Pair, port: u16) -> (OverlayStream, OverlayStream) 
     (client, accepted)
 }
 
+/// Everything `stream` sends until its EOF.
+async fn read_all(stream: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).await.unwrap();
+    got
+}
+
+/// Checks that every socket is gone from both stacks, then stops them.
+async fn end(mut pair: Pair) {
+    pair.wait_counts(|&c| c == (0, 0)).await;
+    pair.stop().await;
+}
+
 /// B's end spliced with a kernel socket: (A's stream, the splice, the outside end).
 async fn spliced(pair: &Pair, port: u16) -> (OverlayStream, KernelSplice, TcpStream) {
     let (client, accepted) = overlay_pair(pair, port).await;
@@ -42,14 +55,13 @@ async fn spliced(pair: &Pair, port: u16) -> (OverlayStream, KernelSplice, TcpStr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_cross_both_ways_and_each_half_close_passes_on() {
     const SIZE: usize = 3 * 1024 * 1024;
-    let mut pair = Pair::new();
+    let pair = Pair::new();
     bounded(async {
         let (mut client, splice, mut outside) = spliced(&pair, 7000).await;
         // The outside sends its request and half-closes; the overlay side sees it, then EOF.
         outside.write_all(b"request").await.unwrap();
         outside.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).await.unwrap();
+        let got = read_all(&mut client).await;
         assert_eq!(got, b"request");
         // The reply still flows the other way, then its EOF.
         let reply = pattern(7, SIZE);
@@ -58,8 +70,7 @@ async fn bytes_cross_both_ways_and_each_half_close_passes_on() {
             client.shutdown().await.unwrap();
             client
         });
-        let mut got = Vec::new();
-        outside.read_to_end(&mut got).await.unwrap();
+        let got = read_all(&mut outside).await;
         assert_eq!(got.len(), SIZE);
         assert_eq!(checksum(&got), checksum(&pattern(7, SIZE)));
         let _client = send.await.unwrap();
@@ -69,37 +80,33 @@ async fn bytes_cross_both_ways_and_each_half_close_passes_on() {
         assert!(progress.kernel_eof && progress.overlay_eof);
     })
     .await;
-    pair.wait_counts(|&c| c == (0, 0)).await;
-    pair.stop().await;
+    end(pair).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overlay_side_half_closes_first_and_the_kernel_side_still_answers() {
-    let mut pair = Pair::new();
+    let pair = Pair::new();
     bounded(async {
         let (mut client, splice, mut outside) = spliced(&pair, 7006).await;
         client.write_all(b"question").await.unwrap();
         client.shutdown().await.unwrap();
         // The outside reads to EOF while its own side is still open: a half-close, not a close.
-        let mut got = Vec::new();
-        outside.read_to_end(&mut got).await.unwrap();
+        let got = read_all(&mut outside).await;
         assert_eq!(got, b"question");
         assert!(splice.progress().overlay_eof);
         outside.write_all(b"answer").await.unwrap();
         outside.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).await.unwrap();
+        let got = read_all(&mut client).await;
         assert_eq!(got, b"answer");
         assert_eq!(splice.await, KernelSpliceEnd::Closed);
     })
     .await;
-    pair.wait_counts(|&c| c == (0, 0)).await;
-    pair.stop().await;
+    end(pair).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_read_or_written_before_the_handover_keep_their_order() {
-    let mut pair = Pair::new();
+    let pair = Pair::new();
     bounded(async {
         let (mut client, mut accepted) = overlay_pair(&pair, 7001).await;
         // Delivered to B's stream before the handover: one byte read, the rest unread.
@@ -115,22 +122,19 @@ async fn bytes_read_or_written_before_the_handover_keep_their_order() {
         outside.write_all(b"body").await.unwrap();
         outside.shutdown().await.unwrap();
         client.shutdown().await.unwrap();
-        let mut at_outside = Vec::new();
-        outside.read_to_end(&mut at_outside).await.unwrap();
+        let at_outside = read_all(&mut outside).await;
         assert_eq!(at_outside, b"arly and more");
-        let mut at_client = Vec::new();
-        client.read_to_end(&mut at_client).await.unwrap();
+        let at_client = read_all(&mut client).await;
         assert_eq!(at_client, b"header;body");
         assert_eq!(splice.await, KernelSpliceEnd::Closed);
     })
     .await;
-    pair.wait_counts(|&c| c == (0, 0)).await;
-    pair.stop().await;
+    end(pair).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_of_the_kernel_socket_ends_the_splice_and_closes_the_overlay_side() {
-    let mut pair = Pair::new();
+    let pair = Pair::new();
     bounded(async {
         let (mut client, splice, outside) = spliced(&pair, 7002).await;
         client.write_all(b"unread by the outside").await.unwrap();
@@ -145,18 +149,16 @@ async fn a_reset_of_the_kernel_socket_ends_the_splice_and_closes_the_overlay_sid
         drop(outside);
         assert!(matches!(splice.await, KernelSpliceEnd::Kernel(_)));
         // As a dropped stream: the overlay peer gets our FIN.
-        let mut rest = Vec::new();
-        client.read_to_end(&mut rest).await.unwrap();
+        let rest = read_all(&mut client).await;
         assert!(rest.is_empty());
     })
     .await;
-    pair.wait_counts(|&c| c == (0, 0)).await;
-    pair.stop().await;
+    end(pair).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_of_the_overlay_connection_ends_the_splice() {
-    let mut pair = Pair::new();
+    let pair = Pair::new();
     bounded(async {
         let (client, splice, mut outside) = spliced(&pair, 7003).await;
         client.abort();
@@ -170,13 +172,12 @@ async fn a_reset_of_the_overlay_connection_ends_the_splice() {
         assert!(read.is_err() || rest.is_empty());
     })
     .await;
-    pair.wait_counts(|&c| c == (0, 0)).await;
-    pair.stop().await;
+    end(pair).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_closes_both_sides_gracefully_and_activity_reports_moving_bytes() {
-    let mut pair = Pair::new();
+    let pair = Pair::new();
     bounded(async {
         let (mut client, splice, mut outside) = spliced(&pair, 7004).await;
         let activity = splice.activity();
@@ -189,15 +190,11 @@ async fn stop_closes_both_sides_gracefully_and_activity_reports_moving_bytes() {
         splice.stop();
         assert_eq!(splice.await, KernelSpliceEnd::Stopped);
         // Both ends see an orderly EOF, not a reset.
-        let mut rest = Vec::new();
-        client.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
-        outside.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
+        assert!(read_all(&mut client).await.is_empty());
+        assert!(read_all(&mut outside).await.is_empty());
     })
     .await;
-    pair.wait_counts(|&c| c == (0, 0)).await;
-    pair.stop().await;
+    end(pair).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,6 +213,5 @@ async fn a_splice_of_a_connection_already_reset_resolves_at_once() {
         assert!(read.is_err() || rest.is_empty());
     })
     .await;
-    pair.wait_counts(|&c| c == (0, 0)).await;
-    pair.stop().await;
+    end(pair).await;
 }
