@@ -84,6 +84,40 @@ async fn bytes_cross_both_ways_and_each_half_close_passes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_reader_slower_than_the_overlay_loses_nothing() {
+    // More than the kernel's socket buffers and the stack's rings hold together, so the
+    // stack must stop on a full kernel socket and resume when it drains, many times over.
+    const SIZE: usize = 16 * 1024 * 1024;
+    let pair = Pair::new();
+    bounded(async {
+        let (mut client, splice, mut outside) = spliced(&pair, 7007).await;
+        let send = tokio::spawn(async move {
+            client.write_all(&pattern(3, SIZE)).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
+        let mut got = Vec::with_capacity(SIZE);
+        let mut chunk = vec![0u8; 7 * 1024];
+        loop {
+            let n = outside.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(got.len(), SIZE);
+        assert_eq!(checksum(&got), checksum(&pattern(3, SIZE)));
+        assert_eq!(splice.progress().to_kernel, SIZE as u64);
+        let _client = send.await.unwrap();
+        outside.shutdown().await.unwrap();
+        assert_eq!(splice.await, KernelSpliceEnd::Closed);
+    })
+    .await;
+    end(pair).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overlay_side_half_closes_first_and_the_kernel_side_still_answers() {
     let pair = Pair::new();
     bounded(async {
