@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 
+use socket2::SockRef;
 use tokio::io::ReadBuf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -178,6 +179,9 @@ where
 pub struct TcpPortRange {
     listeners: Vec<TcpListener>,
     next: usize,
+    /// Per listener: whether its accepted sockets inherit its `TCP_NODELAY` (`None` until
+    /// the first accept tells).
+    nodelay_inherited: Vec<Option<bool>>,
 }
 
 impl TcpPortRange {
@@ -189,8 +193,25 @@ impl TcpPortRange {
     }
 
     /// Serves listeners bound by the caller.
+    ///
+    /// Each listener gets `TCP_NODELAY`, which Linux passes on to the sockets it accepts:
+    /// that saves a system call per connection. The first accepted socket of each listener
+    /// is checked, and if it did not inherit the option, every socket is given it.
     pub fn from_listeners(listeners: Vec<TcpListener>) -> Self {
-        Self { listeners, next: 0 }
+        let nodelay_inherited = listeners
+            .iter()
+            .map(|l| {
+                SockRef::from(l)
+                    .set_tcp_nodelay(true)
+                    .is_err()
+                    .then_some(false)
+            })
+            .collect();
+        Self {
+            listeners,
+            next: 0,
+            nodelay_inherited,
+        }
     }
 
     /// The listeners' addresses, in order.
@@ -216,8 +237,20 @@ impl Acceptor for TcpPortRange {
         .await;
         self.next = (i + 1) % n.max(1);
         let (stream, addr) = accepted?;
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted socket");
+        let inherited = match self.nodelay_inherited.get(i).copied().flatten() {
+            Some(known) => known,
+            None => {
+                let inherited = stream.nodelay().unwrap_or(false);
+                if let Some(slot) = self.nodelay_inherited.get_mut(i) {
+                    *slot = Some(inherited);
+                }
+                inherited
+            }
+        };
+        if !inherited {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted socket");
+            }
         }
         Ok((stream, addr))
     }

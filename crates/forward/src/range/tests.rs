@@ -50,6 +50,20 @@ async fn a_single_port_needs_no_local_port() {
 }
 
 #[tokio::test]
+async fn accepted_sockets_have_nodelay_whether_inherited_or_set() {
+    // The listener's option is inherited on Linux (no call per connection); either way
+    // every accepted socket must have it, the first one and the ones after.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut range = TcpPortRange::from_listeners(vec![listener]);
+    for _ in 0..2 {
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = within("accept", range.accept()).await.unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
+}
+
+#[tokio::test]
 async fn tcp_range_maps_each_port_to_its_target() {
     let mut listeners = Vec::new();
     let mut pairs = Vec::new();
