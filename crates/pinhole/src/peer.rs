@@ -122,7 +122,7 @@ pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 /// Runs the peer described by `config` on `sockets` until `shutdown` is cancelled.
 ///
 /// `reload` (SIGHUP) makes it re-read its config file and apply what changed.
-/// On shutdown it stops accepting, gives live connections [`DRAIN_GRACE`] to
+/// On shutdown it stops accepting, gives live connections `DRAIN_GRACE` to
 /// finish, then stops the tunnel.
 pub async fn run(config: Config, sockets: Sockets, shutdown: CancellationToken) -> Result<()> {
     run_with_reload(config, sockets, shutdown, Arc::new(Notify::new())).await

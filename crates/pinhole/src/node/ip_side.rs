@@ -91,7 +91,7 @@ impl IpSide {
     }
 
     /// Resolves when this side has work: a socket of the stack needs it, or a packet
-    /// arrived on the device (kept for [`IpSide::outbound_to`]). Cancel-safe. An error is a device
+    /// arrived on the device (kept for `IpSide::outbound_to`). Cancel-safe. An error is a device
     /// that can no longer be read, which ends the loop.
     pub async fn wait(&mut self) -> io::Result<()> {
         match self {

@@ -143,7 +143,7 @@ impl Reply {
 }
 
 /// Serves the control socket until `shutdown` is cancelled, then removes the
-/// socket file. Requests still being answered get [`SHUTDOWN_GRACE`](super::SHUTDOWN_GRACE) to
+/// socket file. Requests still being answered get `SHUTDOWN_GRACE` to
 /// finish before they are dropped.
 pub async fn serve_control<C: Control>(
     listener: UnixListener,
