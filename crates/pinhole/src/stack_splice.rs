@@ -11,7 +11,7 @@
 //! The connection's task still owns the timeouts and the live byte counts
 //! ([`pinhole_forward::supervise`]), and sleeps in between.
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -46,61 +46,17 @@ impl Splicer for StackSplicer {
         A: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         B: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let timeouts = (idle_timeout, half_close_timeout);
         // Each side sits in an `Option`, so that it can be looked at as its concrete type and
         // taken only once both sides are known to fit.
         let (mut a, mut b) = (Some(a), Some(b));
-        match route::<A, B>() {
-            // A forward: a client accepted by a kernel listener, dialed into the overlay.
-            Route::Forward => {
-                if let (Some(accepted), Some(dialed)) = (
-                    as_slot::<Rewind<TcpStream>, _>(&mut a),
-                    as_slot::<NetStream, _>(&mut b),
-                ) {
-                    if let (Some(_), Some(Either::Left(_))) = (&accepted, &dialed) {
-                        if let (Some(kernel), Some(Either::Left(overlay))) =
-                            (accepted.take(), dialed.take())
-                        {
-                            let (kernel, unread) = kernel.into_parts();
-                            return offload(kernel, overlay, Side::A, unread, timeouts, counters)
-                                .await;
-                        }
-                    }
-                }
-            }
-            // An expose: an overlay connection accepted, a kernel socket dialed.
-            Route::Expose => {
-                if let (Some(accepted), Some(dialed)) = (
-                    as_slot::<Rewind<NetStream>, _>(&mut a),
-                    as_slot::<TcpStream, _>(&mut b),
-                ) {
-                    if let (Some(overlay), Some(_)) = (&accepted, &dialed) {
-                        if matches!(overlay.get_ref(), Either::Left(_)) {
-                            if let (Some(accepted), Some(kernel)) = (accepted.take(), dialed.take())
-                            {
-                                if let (Either::Left(overlay), unread) = accepted.into_parts() {
-                                    return offload(
-                                        kernel,
-                                        overlay,
-                                        Side::B,
-                                        unread,
-                                        timeouts,
-                                        counters,
-                                    )
-                                    .await;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Route::Copy => {}
+        if let Some(pair) = take_pair(&mut a, &mut b) {
+            return offload(pair, (idle_timeout, half_close_timeout), counters).await;
         }
         match (a, b) {
             (Some(a), Some(b)) => {
                 splice_counted(a, b, idle_timeout, half_close_timeout, counters).await
             }
-            // Not reached: a side is taken only when both fit, and then offloaded.
+            // Not reached: `take_pair` takes the sides only when both fit, then returns them.
             _ => SpliceReport {
                 a_to_b: 0,
                 b_to_a: 0,
@@ -110,31 +66,16 @@ impl Splicer for StackSplicer {
     }
 }
 
-/// What a pair of stream types can be, before looking at the values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    /// A forward's: a client from a kernel listener, and a dial into the overlay (the stack's
-    /// when the dialed value is its stream).
-    Forward,
-    /// An expose's: an accepted overlay connection (the stack's, when the value is its
-    /// stream), and a kernel socket to the target.
-    Expose,
-    /// Anything else: copied by the task.
-    Copy,
-}
-
-/// The route of an accepted stream of type `A` (as `serve` passes it, in a [`Rewind`]) and a
-/// dialed stream of type `B`.
-fn route<A: 'static, B: 'static>() -> Route {
-    let (a, b) = (TypeId::of::<A>(), TypeId::of::<B>());
-    if a == TypeId::of::<Rewind<TcpStream>>() && b == TypeId::of::<NetStream>() {
-        Route::Forward
-    } else if a == TypeId::of::<Rewind<NetStream>>() && b == TypeId::of::<TcpStream>() {
-        Route::Expose
-    } else {
-        Route::Copy
-    }
-}
+/// A forward's accepted side as `serve` passes it: a client of a kernel listener, in a
+/// [`Rewind`].
+type ForwardAccepted = Rewind<TcpStream>;
+/// A forward's dialed side: into the overlay (the stack's when the value is its stream).
+type ForwardDialed = NetStream;
+/// An expose's accepted side: an overlay connection (the stack's when the value is its
+/// stream), in a [`Rewind`].
+type ExposeAccepted = Rewind<NetStream>;
+/// An expose's dialed side: a kernel socket to the target.
+type ExposeDialed = TcpStream;
 
 /// Which side of the splice (`a`, accepted; `b`, dialed) the kernel socket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,16 +84,73 @@ enum Side {
     B,
 }
 
-/// Hands `kernel` and `overlay` to the stack, after `unread` (bytes the accepted side's reader
-/// took past a PROXY header), and watches the timeouts until the splice ends.
-async fn offload(
-    mut kernel: TcpStream,
-    mut overlay: OverlayStream,
+/// A kernel socket and an overlay connection of the stack, taken from the splice's sides.
+struct Pair {
+    kernel: TcpStream,
+    overlay: OverlayStream,
     kernel_side: Side,
+    /// Bytes the accepted side's reader took past a PROXY header: they go first.
     unread: Vec<u8>,
+}
+
+/// Takes both sides when they are a forward's or an expose's and the overlay side is the
+/// stack's; leaves them untouched otherwise.
+fn take_pair<A: 'static, B: 'static>(a: &mut Option<A>, b: &mut Option<B>) -> Option<Pair> {
+    take_forward(a, b).or_else(|| take_expose(a, b))
+}
+
+fn take_forward<A: 'static, B: 'static>(a: &mut Option<A>, b: &mut Option<B>) -> Option<Pair> {
+    let accepted = as_slot::<ForwardAccepted, _>(a)?;
+    let dialed = as_slot::<ForwardDialed, _>(b)?;
+    // A kernel socket to the overlay (the TUN stack) stays with the task.
+    if accepted.is_none() || !matches!(dialed, Some(Either::Left(_))) {
+        return None;
+    }
+    let (kernel, unread) = accepted.take()?.into_parts();
+    let Some(Either::Left(overlay)) = dialed.take() else {
+        return None;
+    };
+    Some(Pair {
+        kernel,
+        overlay,
+        kernel_side: Side::A,
+        unread,
+    })
+}
+
+fn take_expose<A: 'static, B: 'static>(a: &mut Option<A>, b: &mut Option<B>) -> Option<Pair> {
+    let accepted = as_slot::<ExposeAccepted, _>(a)?;
+    let dialed = as_slot::<ExposeDialed, _>(b)?;
+    let overlay_is_ours = accepted
+        .as_ref()
+        .is_some_and(|s| matches!(s.get_ref(), Either::Left(_)));
+    if !overlay_is_ours || dialed.is_none() {
+        return None;
+    }
+    let (Either::Left(overlay), unread) = accepted.take()?.into_parts() else {
+        return None;
+    };
+    Some(Pair {
+        kernel: dialed.take()?,
+        overlay,
+        kernel_side: Side::B,
+        unread,
+    })
+}
+
+/// Hands the pair to the stack, after its unread bytes, and watches the timeouts until the
+/// splice ends.
+async fn offload(
+    pair: Pair,
     (idle_timeout, half_close_timeout): (Duration, Duration),
     counters: &Counters,
 ) -> SpliceReport {
+    let Pair {
+        mut kernel,
+        mut overlay,
+        kernel_side,
+        unread,
+    } = pair;
     if !unread.is_empty() {
         // The unread bytes came from the accepted side and go to the other one first.
         let written = match kernel_side {
@@ -234,23 +232,53 @@ mod tests {
     use super::*;
     use crate::overlay::{NetAcceptor, NetPortDialer};
     use pinhole_forward::{Acceptor, Dialer, RangeDialer, TcpDialer, TcpPortRange};
+    use std::any::TypeId;
+    use tokio::net::TcpListener;
 
     /// The stream types the services really pass (a forward: `TcpPortRange` accepting,
     /// `RangeDialer<NetPortDialer>` dialing; an expose: `NetAcceptor`, `RangeDialer<TcpDialer>`),
     /// so that a change of either type cannot quietly turn the stack's splice off.
-    type ForwardAccepted = Rewind<<TcpPortRange as Acceptor>::Stream>;
-    type ForwardDialed = <RangeDialer<NetPortDialer> as Dialer>::Stream;
-    type ExposeAccepted = Rewind<<NetAcceptor as Acceptor>::Stream>;
-    type ExposeDialed = <RangeDialer<TcpDialer> as Dialer>::Stream;
+    type ServiceForward = (
+        Rewind<<TcpPortRange as Acceptor>::Stream>,
+        <RangeDialer<NetPortDialer> as Dialer>::Stream,
+    );
+    type ServiceExpose = (
+        Rewind<<NetAcceptor as Acceptor>::Stream>,
+        <RangeDialer<TcpDialer> as Dialer>::Stream,
+    );
 
     #[test]
-    fn forwards_and_exposes_are_routed_to_the_stack_and_nothing_else_is() {
-        assert_eq!(route::<ForwardAccepted, ForwardDialed>(), Route::Forward);
-        assert_eq!(route::<ExposeAccepted, ExposeDialed>(), Route::Expose);
-        // Two kernel sockets (a TUN-stack forward's dialed side is a `NetStream` too, and is
-        // told apart by its value), a stream without `Rewind`, and the sides swapped.
-        assert_eq!(route::<ForwardAccepted, TcpStream>(), Route::Copy);
-        assert_eq!(route::<TcpStream, ForwardDialed>(), Route::Copy);
-        assert_eq!(route::<ForwardDialed, ForwardAccepted>(), Route::Copy);
+    fn the_services_stream_types_are_the_ones_the_stack_takes() {
+        let taken = TypeId::of::<(ForwardAccepted, ForwardDialed)>();
+        assert_eq!(TypeId::of::<ServiceForward>(), taken);
+        let taken = TypeId::of::<(ExposeAccepted, ExposeDialed)>();
+        assert_eq!(TypeId::of::<ServiceExpose>(), taken);
+    }
+
+    /// Two ends of a loopback TCP connection.
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dialed = TcpStream::connect(listener.local_addr().unwrap());
+        let (dialed, accepted) = tokio::join!(dialed, listener.accept());
+        (dialed.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn kernel_sockets_on_both_sides_stay_with_the_task() {
+        // A TUN-stack forward: a forward's types, but the dialed side is a kernel socket.
+        let (x, y) = tcp_pair().await;
+        let mut a = Some(Rewind::new(x, Vec::new()));
+        let mut b = Some(NetStream::Right(y));
+        assert!(take_pair(&mut a, &mut b).is_none());
+        assert!(a.is_some() && b.is_some(), "both sides left in place");
+        // Other types (no `Rewind`, sides swapped) are not taken either.
+        let (x, y) = tcp_pair().await;
+        let (mut a, mut b) = (Some(x), Some(NetStream::Right(y)));
+        assert!(take_pair(&mut a, &mut b).is_none());
+        assert!(a.is_some() && b.is_some());
+        let (x, y) = tcp_pair().await;
+        let (mut a, mut b) = (Some(NetStream::Right(x)), Some(Rewind::new(y, Vec::new())));
+        assert!(take_pair(&mut a, &mut b).is_none());
+        assert!(a.is_some() && b.is_some());
     }
 }
