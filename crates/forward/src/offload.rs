@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 
 use crate::counters::Counters;
-use crate::splice::{SpliceEnd, SpliceReport};
+use crate::splice::{quiet_limit, SpliceEnd, SpliceReport};
 
 /// How often the byte counters catch up while an offloaded splice moves bytes (an idle one
 /// wakes its task only at its timeout).
@@ -60,11 +60,7 @@ pub async fn supervise<O: Offloaded>(
     let end = loop {
         let p = splice.progress();
         let moved = count(counters, &mut counted, &p);
-        let (limit, reason) = if p.half_closed && half_close_timeout <= idle_timeout {
-            (half_close_timeout, SpliceEnd::HalfCloseTimeout)
-        } else {
-            (idle_timeout, SpliceEnd::IdleTimeout)
-        };
+        let (limit, reason) = quiet_limit(p.half_closed, idle_timeout, half_close_timeout);
         let now = Instant::now();
         let far = now + Duration::from_secs(365 * 24 * 3600);
         let deadline = p.last_activity.checked_add(limit).unwrap_or(far);

@@ -137,15 +137,11 @@ where
         if progressed {
             last_activity = Instant::now();
         }
-        let (limit, reason) = if ab.is_done() || ba.is_done() {
-            if half_close_timeout <= idle_timeout {
-                (half_close_timeout, SpliceEnd::HalfCloseTimeout)
-            } else {
-                (idle_timeout, SpliceEnd::IdleTimeout)
-            }
-        } else {
-            (idle_timeout, SpliceEnd::IdleTimeout)
-        };
+        let (limit, reason) = quiet_limit(
+            ab.is_done() || ba.is_done(),
+            idle_timeout,
+            half_close_timeout,
+        );
         let deadline = last_activity + limit;
         // The timer is re-armed lazily: activity only moves `last_activity`, and a timer that
         // fires early is pushed to the new deadline. It is pulled in only when the phase
@@ -169,6 +165,20 @@ where
         a_to_b: ab.moved,
         b_to_a: ba.moved,
         end,
+    }
+}
+
+/// How long a splice may go without activity, and the end it reports then: the idle
+/// timeout, or once a direction finished the half-close linger when that is shorter.
+pub(crate) fn quiet_limit(
+    half_closed: bool,
+    idle_timeout: Duration,
+    half_close_timeout: Duration,
+) -> (Duration, SpliceEnd) {
+    if half_closed && half_close_timeout <= idle_timeout {
+        (half_close_timeout, SpliceEnd::HalfCloseTimeout)
+    } else {
+        (idle_timeout, SpliceEnd::IdleTimeout)
     }
 }
 
