@@ -309,21 +309,12 @@ impl Pipes {
         }
         self.stream_to_socket(socket);
         self.socket_to_stream(socket, shared);
-        let state = socket.state();
-        if matches!(
-            state,
-            State::CloseWait | State::LastAck | State::Closing | State::TimeWait
-        ) {
-            self.fin_state_seen = true;
-        }
-        if !matches!(state, State::Closed | State::TimeWait) {
-            return step;
-        }
-        // Closed after both FINs is a clean close; anything else is a RST or a timeout.
-        if !(self.fin_sent && (self.peer_fin || self.fin_state_seen)) {
-            shared.set_error(io::ErrorKind::ConnectionReset);
+        if self.reset_seen(socket, shared) {
             self.to_stream = None;
             return rst_sent(socket, "reset or timed out").unwrap_or(step);
+        }
+        if !matches!(socket.state(), State::Closed | State::TimeWait) {
+            return step;
         }
         if self.to_stream.is_some() && (socket.can_recv() || !self.backlog.is_empty()) {
             // Received data still waits for a slow reader; its next read wakes us.
@@ -331,6 +322,32 @@ impl Pipes {
         }
         self.to_stream = None;
         rst_sent(socket, "closed").unwrap_or(step)
+    }
+
+    /// Whether the socket closed without both FINs (a RST or a timeout); records
+    /// `ConnectionReset` for the stream then. Notes on the way a state that proves the
+    /// peer's FIN arrived.
+    pub(crate) fn reset_seen(&mut self, socket: &tcp::Socket<'static>, shared: &Shared) -> bool {
+        let state = socket.state();
+        if matches!(
+            state,
+            State::CloseWait | State::LastAck | State::Closing | State::TimeWait
+        ) {
+            self.fin_state_seen = true;
+        }
+        let reset = matches!(state, State::Closed | State::TimeWait)
+            && !(self.fin_sent && (self.peer_fin || self.fin_state_seen));
+        if reset {
+            shared.set_error(io::ErrorKind::ConnectionReset);
+        }
+        reset
+    }
+
+    /// Notes the peer's FIN once `recv` reports it (all data before it was read).
+    pub(crate) fn note_peer_fin(&mut self, socket: &mut tcp::Socket<'static>) {
+        if !self.peer_fin && matches!(socket.recv(|_| (0, ())), Err(RecvError::Finished)) {
+            self.peer_fin = true;
+        }
     }
 
     fn abort(&mut self, socket: &mut tcp::Socket<'static>) {
@@ -420,9 +437,7 @@ impl Pipes {
                 self.backlog.push_back(chunk);
             }
         }
-        if !self.peer_fin && matches!(socket.recv(|_| (0, ())), Err(RecvError::Finished)) {
-            self.peer_fin = true;
-        }
+        self.note_peer_fin(socket);
         if self.peer_fin && !socket.can_recv() && self.backlog.is_empty() {
             // All data is in the channel: dropping the sender is the stream's EOF.
             self.to_stream = None;
@@ -431,7 +446,7 @@ impl Pipes {
 }
 
 /// Up to [`MAX_CHUNK`] bytes from the socket's receive buffer.
-fn recv_chunk(socket: &mut tcp::Socket<'static>) -> Option<Bytes> {
+pub(crate) fn recv_chunk(socket: &mut tcp::Socket<'static>) -> Option<Bytes> {
     if !socket.can_recv() {
         return None;
     }

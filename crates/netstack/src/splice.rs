@@ -24,13 +24,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use smoltcp::socket::tcp::{self, RecvError, State};
+use smoltcp::socket::tcp::{self, State};
 use socket2::SockRef;
 use tokio::io::{AsyncWrite, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
-use crate::conn::Pipes;
+use crate::conn::{recv_chunk, Pipes};
 use crate::shared::Shared;
 use crate::stream::OverlayStream;
 
@@ -299,17 +299,7 @@ impl Spliced {
             self.progress.active(now);
         }
         result?;
-        let state = socket.state();
-        if matches!(
-            state,
-            State::CloseWait | State::LastAck | State::Closing | State::TimeWait
-        ) {
-            self.pipes.fin_state_seen = true;
-        }
-        if matches!(state, State::Closed | State::TimeWait)
-            && !(self.pipes.fin_sent && (self.pipes.peer_fin || self.pipes.fin_state_seen))
-        {
-            shared.set_error(io::ErrorKind::ConnectionReset);
+        if self.pipes.reset_seen(socket, shared) {
             return Err(KernelSpliceEnd::Overlay(io::ErrorKind::ConnectionReset));
         }
         if self.kernel_shut && self.pipes.fin_sent {
@@ -453,16 +443,11 @@ impl Spliced {
         if socket.state() == State::TimeWait {
             // smoltcp clears the receive buffer when TIME-WAIT ends: a slow kernel reader must
             // not lose the tail, so take it out now. Bounded by the buffer.
-            while let Ok(chunk) = socket.recv(|data| (data.len(), Bytes::copy_from_slice(data))) {
-                if chunk.is_empty() {
-                    break;
-                }
+            while let Some(chunk) = recv_chunk(socket) {
                 self.to_kernel.push_back(chunk);
             }
         }
-        if !self.pipes.peer_fin && matches!(socket.recv(|_| (0, ())), Err(RecvError::Finished)) {
-            self.pipes.peer_fin = true;
-        }
+        self.pipes.note_peer_fin(socket);
         if self.pipes.peer_fin
             && !self.kernel_shut
             && self.to_kernel.is_empty()
