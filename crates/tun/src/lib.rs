@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!  kernel sockets on overlay addresses        node loop (owns Wg + Tun)
-//!   (forwards, exposes)  ──▶ kernel ──▶ Tun::recv ──▶ wg.handle_outbound ──▶ UDP
-//!                        ◀── kernel ◀── Tun::send ◀── wg.poll_inbound    ◀── UDP
+//!   (forwards, exposes)  ──▶ kernel ──▶ Tun::recv ──▶ wg.seal_outbound ──▶ UDP
+//!                        ◀── kernel ◀── Tun::send ◀── wg.poll_inbound  ◀── UDP
 //! ```
 //!
 //! [`Tun::create`] opens `/dev/net/tun` (TUNSETIFF with `IFF_TUN | IFF_NO_PI`, so each read
