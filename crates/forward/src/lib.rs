@@ -14,7 +14,8 @@
 //!   the PROXY header when asked, splice) or [`SocksExit`] (`socks_exit.rs`);
 //! - [`splice`] (`splice.rs`): both directions at once, half-close, idle and linger timeouts;
 //!   a [`Splicer`] may run the copy elsewhere (the userspace stack does), and [`supervise`]
-//!   (`offload.rs`) keeps the same timeouts and counters for it;
+//!   (`offload.rs`) keeps the same timeouts and counters for it; [`PipeSplice`] (`pipe.rs`)
+//!   splices two kernel sockets through a pipe, so the bytes stay in the kernel;
 //! - [`Limits`] (`limits.rs`) and [`Counters`] (`counters.rs`): the bounds and live figures;
 //! - pure codecs and rules: [`proxy_header`], [`socks5`], [`exit_policy`], [`admission`];
 //! - UDP ([`serve_udp`], `udp.rs`, with the pure session table in `udp_sessions.rs`);
@@ -29,6 +30,8 @@ pub mod exit_policy;
 mod handler;
 mod limits;
 mod offload;
+#[cfg(target_os = "linux")]
+mod pipe;
 pub mod proxy_header;
 mod range;
 mod ratelimit;
@@ -51,6 +54,8 @@ pub use exit_policy::{DestinationRule, ExitPolicy, Refusal};
 pub use handler::{ConnInfo, CopySplicer, DialSplice, Handler, Splicer};
 pub use limits::Limits;
 pub use offload::{supervise, OffloadProgress, Offloaded, LIVE_COUNTERS};
+#[cfg(target_os = "linux")]
+pub use pipe::{PipePool, PipeSplice};
 pub use proxy_header::ProxyVersion;
 pub use range::{DatagramPortDialer, PortDialer, PortMap, RangeDialer, TcpPortRange, UdpPortRange};
 pub use rewind::Rewind;

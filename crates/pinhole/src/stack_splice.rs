@@ -1,12 +1,14 @@
 //! The splicer of forwards and exposes: when one side of a connection is a kernel TCP socket
 //! and the other an overlay connection of the userspace stack (a forward's public client and
 //! its overlay connection, an expose's overlay connection and its local target), the stack
-//! splices the two in its own loop ([`OverlayStream::splice_kernel`]); any other pair (the
-//! TUN stack's kernel sockets, a SOCKS exit) is copied by the connection's task as before.
+//! splices the two in its own loop ([`OverlayStream::splice_kernel`]). When both sides are
+//! kernel sockets (the TUN stack's forwards and exposes), the task splices them through a pipe
+//! ([`PipeSplice`]). Any other pair (a SOCKS exit) is copied by the connection's task.
 //!
 //! Why: copied by a task, every request and reply crossed a channel to the stack as a fresh
 //! allocation and woke one more task on each peer; the stack reads and writes the kernel
-//! socket itself with no copy of its own (docs/benchmarks.md has the figures).
+//! socket itself with no copy of its own. Between two kernel sockets a pipe keeps the bytes
+//! in the kernel (docs/benchmarks.md has the figures for both).
 //!
 //! The connection's task still owns the timeouts and the live byte counts
 //! ([`pinhole_forward::supervise`]), and sleeps in between.
@@ -18,8 +20,8 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use pinhole_forward::{
-    splice_counted, supervise, Counters, OffloadProgress, Offloaded, Rewind, SpliceEnd,
-    SpliceReport, Splicer,
+    splice_counted, supervise, Counters, OffloadProgress, Offloaded, PipePool, PipeSplice, Rewind,
+    SpliceEnd, SpliceReport, Splicer,
 };
 use pinhole_netstack::{KernelSplice, KernelSpliceEnd, OverlayStream};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -51,6 +53,9 @@ impl Splicer for StackSplicer {
         let (mut a, mut b) = (Some(a), Some(b));
         if let Some(pair) = take_pair(&mut a, &mut b) {
             return offload(pair, (idle_timeout, half_close_timeout), counters).await;
+        }
+        if let Some(kernels) = take_kernels(&mut a, &mut b) {
+            return pipe_splice(kernels, (idle_timeout, half_close_timeout), counters).await;
         }
         match (a, b) {
             (Some(a), Some(b)) => {
@@ -136,6 +141,74 @@ fn take_expose<A: 'static, B: 'static>(a: &mut Option<A>, b: &mut Option<B>) -> 
         kernel_side: Side::B,
         unread,
     })
+}
+
+/// Two kernel sockets (the TUN stack's forward or expose) and the accepted side's unread
+/// bytes: `(a, b, unread)`.
+type Kernels = (TcpStream, TcpStream, Vec<u8>);
+
+/// Takes both sides when both are kernel sockets: a forward or an expose on the TUN stack.
+fn take_kernels<A: 'static, B: 'static>(a: &mut Option<A>, b: &mut Option<B>) -> Option<Kernels> {
+    if let (Some(accepted), Some(dialed)) = (
+        as_slot::<ForwardAccepted, _>(a),
+        as_slot::<ForwardDialed, _>(b),
+    ) {
+        if accepted.is_none() || !matches!(dialed, Some(Either::Right(_))) {
+            return None;
+        }
+        let (kernel_a, unread) = accepted.take()?.into_parts();
+        let Some(Either::Right(kernel_b)) = dialed.take() else {
+            return None;
+        };
+        return Some((kernel_a, kernel_b, unread));
+    }
+    let accepted = as_slot::<ExposeAccepted, _>(a)?;
+    let dialed = as_slot::<ExposeDialed, _>(b)?;
+    let kernel = accepted
+        .as_ref()
+        .is_some_and(|s| matches!(s.get_ref(), Either::Right(_)));
+    if !kernel || dialed.is_none() {
+        return None;
+    }
+    let (Either::Right(kernel_a), unread) = accepted.take()?.into_parts() else {
+        return None;
+    };
+    Some((kernel_a, dialed.take()?, unread))
+}
+
+/// The pipes every TUN-stack splice of this process borrows (see `pinhole_forward::PipePool`):
+/// 64 pipes, 128 descriptors, opened as they are first needed.
+fn pipes() -> std::sync::Arc<PipePool> {
+    static POOL: std::sync::OnceLock<std::sync::Arc<PipePool>> = std::sync::OnceLock::new();
+    std::sync::Arc::clone(POOL.get_or_init(|| PipePool::new(64)))
+}
+
+/// Splices two kernel sockets through pipes, after the unread bytes, and watches the
+/// timeouts until the splice ends.
+async fn pipe_splice(
+    (a, mut b, unread): Kernels,
+    (idle_timeout, half_close_timeout): (Duration, Duration),
+    counters: &Counters,
+) -> SpliceReport {
+    if !unread.is_empty() {
+        if let Err(e) = b.write_all(&unread).await {
+            return SpliceReport {
+                a_to_b: 0,
+                b_to_a: 0,
+                end: SpliceEnd::ErrorB(e.kind()),
+            };
+        }
+        counters.add_rx(unread.len() as u64);
+    }
+    let mut report = supervise(
+        PipeSplice::new(a, b, pipes()),
+        idle_timeout,
+        half_close_timeout,
+        counters,
+    )
+    .await;
+    report.a_to_b += unread.len() as u64;
+    report
 }
 
 /// Hands the pair to the stack, after its unread bytes, and watches the timeouts until the
@@ -264,21 +337,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn kernel_sockets_on_both_sides_stay_with_the_task() {
-        // A TUN-stack forward: a forward's types, but the dialed side is a kernel socket.
+    async fn kernel_sockets_on_both_sides_go_through_pipes() {
+        // A TUN-stack forward: a forward's types, but the dialed side is a kernel socket. The
+        // stack cannot take it; the pipes do, with the bytes read past a PROXY header.
         let (x, y) = tcp_pair().await;
-        let mut a = Some(Rewind::new(x, Vec::new()));
+        let mut a = Some(Rewind::new(x, b"early".to_vec()));
         let mut b = Some(NetStream::Right(y));
         assert!(take_pair(&mut a, &mut b).is_none());
         assert!(a.is_some() && b.is_some(), "both sides left in place");
-        // Other types (no `Rewind`, sides swapped) are not taken either.
+        let (_, _, unread) = take_kernels(&mut a, &mut b).expect("a TUN forward's sockets");
+        assert_eq!(unread, b"early");
+        assert!(a.is_none() && b.is_none(), "both sides taken");
+        // A TUN-stack expose: the overlay connection is a kernel socket too.
+        let (x, y) = tcp_pair().await;
+        let mut a = Some(Rewind::new(NetStream::Right(x), Vec::new()));
+        let mut b = Some(y);
+        assert!(take_pair(&mut a, &mut b).is_none());
+        assert!(take_kernels(&mut a, &mut b).is_some());
+        // Other types (no `Rewind`, sides swapped) are taken by neither.
         let (x, y) = tcp_pair().await;
         let (mut a, mut b) = (Some(x), Some(NetStream::Right(y)));
         assert!(take_pair(&mut a, &mut b).is_none());
+        assert!(take_kernels(&mut a, &mut b).is_none());
         assert!(a.is_some() && b.is_some());
         let (x, y) = tcp_pair().await;
         let (mut a, mut b) = (Some(NetStream::Right(x)), Some(Rewind::new(y, Vec::new())));
         assert!(take_pair(&mut a, &mut b).is_none());
+        assert!(take_kernels(&mut a, &mut b).is_none());
         assert!(a.is_some() && b.is_some());
     }
 }

@@ -1,0 +1,427 @@
+//! Splicing two kernel TCP sockets through pipes (`splice(2)`): the kernel moves references
+//! to the received pages from one socket to the other, so the bytes never enter user space.
+//!
+//! Why: on the TUN stack both sides of a forwarded connection are kernel sockets (the public
+//! client and the overlay connection on a relay, the overlay connection and the local
+//! service at home). Copied by a task, every byte crossed into user space and back out.
+//! Through a pipe, one `splice` moves what the source socket holds into the pipe and another
+//! moves it on: a TUN relay at full upload needs a fifth less CPU (docs/benchmarks.md).
+//!
+//! A pipe costs two descriptors, so pipes are not held per connection: a direction borrows
+//! one from a small [`PipePool`] when it has bytes to move and gives it back, empty, as soon
+//! as its source has nothing more for now. When every pipe is lent, it copies through a
+//! small buffer instead. Idle connections hold no pipe.
+//!
+//! Runs in the connection's task as an [`Offloaded`] splice, so [`supervise`](crate::supervise)
+//! keeps the idle and half-close timeouts and the live counters, as for every splice.
+
+use std::future::Future;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::offload::{OffloadProgress, Offloaded};
+use crate::splice::SpliceEnd;
+
+/// Bytes a pipe is asked to hold (`F_SETPIPE_SZ`): enough for a socket's worth of received
+/// segments per `splice`. The kernel may give less (its per-user pipe limits); any size works.
+const PIPE_BYTES: usize = 256 * 1024;
+
+/// What a pipe holds when `F_SETPIPE_SZ` is refused: Linux's default, 16 pages.
+const DEFAULT_PIPE_BYTES: usize = 16 * 4096;
+
+/// The buffer a direction copies through when no pipe is free.
+const COPY_BYTES: usize = 16 * 1024;
+
+/// Moves one task makes before it lets others run.
+const BUDGET: u32 = 32;
+
+/// Pipes kept open for splices to borrow. Why bounded and shared: a pipe per connection
+/// would triple the descriptors of every idle connection; a pipe is only needed while bytes
+/// move, and on a small machine few connections move bytes at once.
+#[derive(Debug)]
+pub struct PipePool {
+    free: Mutex<Vec<Pipe>>,
+    /// Pipes that exist, lent or free.
+    open: AtomicU64,
+    max: u64,
+}
+
+impl PipePool {
+    /// A pool of at most `max` pipes (2 × `max` descriptors), opened on first use.
+    pub fn new(max: usize) -> Arc<PipePool> {
+        Arc::new(PipePool {
+            free: Mutex::new(Vec::new()),
+            open: AtomicU64::new(0),
+            max: max as u64,
+        })
+    }
+
+    fn take(&self) -> Option<Pipe> {
+        if let Some(pipe) = lock(&self.free).pop() {
+            return Some(pipe);
+        }
+        if self.open.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        match Pipe::new() {
+            Ok(pipe) => Some(pipe),
+            Err(e) => {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "no pipe for a splice; copying instead");
+                None
+            }
+        }
+    }
+
+    /// Takes back an empty pipe.
+    fn give(&self, pipe: Pipe) {
+        lock(&self.free).push(pipe);
+    }
+
+    /// Forgets a pipe that is closed instead of returned (it may hold bytes).
+    fn lost(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// (pipes open, pipes free): equal when no splice holds one.
+    #[cfg(test)]
+    fn counts(&self) -> (u64, usize) {
+        (self.open.load(Ordering::Relaxed), lock(&self.free).len())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug)]
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// What `F_SETPIPE_SZ` granted: the most one `splice` into it may ask for.
+    capacity: usize,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both are fresh descriptors that nothing else owns.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: fcntl on a descriptor we own; on failure the pipe keeps its default size.
+        let granted = unsafe {
+            libc::fcntl(
+                write.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                PIPE_BYTES as libc::c_int,
+            )
+        };
+        Ok(Pipe {
+            read,
+            write,
+            capacity: usize::try_from(granted)
+                .ok()
+                .filter(|&bytes| bytes > 0)
+                .unwrap_or(DEFAULT_PIPE_BYTES),
+        })
+    }
+}
+
+/// One `splice(2)`, non-blocking on the pipe side (the socket is non-blocking already).
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: plain descriptors and no offsets; the kernel checks everything else.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Which side failed.
+enum Failure {
+    Src(ErrorKind),
+    Dst(ErrorKind),
+}
+
+/// One direction: source socket → pipe (or buffer) → destination socket.
+#[derive(Debug, Default)]
+struct Direction {
+    pipe: Option<Pipe>,
+    /// Bytes in the pipe, not yet in the destination.
+    in_pipe: usize,
+    /// Copy mode: bytes in `buf[start..end]` wait for the destination.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    done: bool,
+}
+
+impl Direction {
+    fn pending(&self) -> bool {
+        self.in_pipe > 0 || self.start < self.end
+    }
+
+    /// Moves what it can; `Ready(Ok)` once EOF was passed on.
+    fn poll_move(
+        &mut self,
+        cx: &mut Context<'_>,
+        (src, dst): (&TcpStream, &TcpStream),
+        pool: &PipePool,
+        moved: &AtomicU64,
+        shared: &Shared,
+    ) -> Poll<Result<(), Failure>> {
+        let mut budget = BUDGET;
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            budget -= 1;
+            if self.pending() {
+                let written = dst.try_io(Interest::WRITABLE, || match &self.pipe {
+                    Some(pipe) if self.in_pipe > 0 => {
+                        splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), self.in_pipe)
+                    }
+                    _ => (&*SockRef::from(dst)).write(&self.buf[self.start..self.end]),
+                });
+                match written {
+                    Ok(n) => {
+                        if self.in_pipe > 0 {
+                            self.in_pipe -= n;
+                        } else {
+                            self.start += n;
+                        }
+                        moved.fetch_add(n as u64, Ordering::Relaxed);
+                        shared.moved();
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => match dst.poll_write_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::Dst(e.kind()))),
+                        Poll::Ready(Ok(())) => {}
+                    },
+                    Err(e) => return Poll::Ready(Err(Failure::Dst(e.kind()))),
+                }
+                continue;
+            }
+            if self.eof {
+                self.release(pool);
+                // Passed on as the client sent it: the other side may still answer.
+                let _ = SockRef::from(dst).shutdown(Shutdown::Write);
+                self.done = true;
+                shared.half_closed.store(true, Ordering::Relaxed);
+                shared.moved();
+                return Poll::Ready(Ok(()));
+            }
+            if self.pipe.is_none() {
+                self.pipe = pool.take();
+            }
+            let read = src.try_io(Interest::READABLE, || match &self.pipe {
+                Some(pipe) => splice(src.as_raw_fd(), pipe.write.as_raw_fd(), pipe.capacity),
+                None => {
+                    if self.buf.is_empty() {
+                        self.buf = vec![0; COPY_BYTES];
+                    }
+                    (&*SockRef::from(src)).read(&mut self.buf)
+                }
+            });
+            match read {
+                Ok(0) => self.eof = true,
+                Ok(n) if self.pipe.is_some() => self.in_pipe = n,
+                Ok(n) => (self.start, self.end) = (0, n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // Nothing more for now: the pipe is empty, so it goes back to the pool,
+                    // and a copy buffer is freed (an idle connection holds neither).
+                    if let Some(pipe) = self.pipe.take() {
+                        pool.give(pipe);
+                    }
+                    self.buf = Vec::new();
+                    match src.poll_read_ready(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::Src(e.kind()))),
+                        Poll::Ready(Ok(())) => {}
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(Failure::Src(e.kind()))),
+            }
+        }
+    }
+
+    /// Returns the pipe: empty to the pool, or closed (with what it held) when not.
+    fn release(&mut self, pool: &PipePool) {
+        if let Some(pipe) = self.pipe.take() {
+            if self.in_pipe == 0 {
+                pool.give(pipe);
+            } else {
+                pool.lost();
+            }
+        }
+    }
+}
+
+/// What [`PipeSplice::progress`](Offloaded::progress) and its activity waiter read.
+#[derive(Debug)]
+struct Shared {
+    a_to_b: AtomicU64,
+    b_to_a: AtomicU64,
+    /// Nanoseconds after `started` of the last move.
+    last_activity: AtomicU64,
+    half_closed: AtomicBool,
+    stop: AtomicBool,
+    started: Instant,
+    waiter: Mutex<Option<Waker>>,
+    waiting: AtomicBool,
+}
+
+impl Shared {
+    fn total(&self) -> u64 {
+        self.a_to_b.load(Ordering::Relaxed) + self.b_to_a.load(Ordering::Relaxed)
+    }
+
+    fn moved(&self) {
+        let since = self.started.elapsed().as_nanos();
+        self.last_activity
+            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
+        if self.waiting.swap(false, Ordering::AcqRel) {
+            if let Some(waker) = lock(&self.waiter).take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Two kernel sockets spliced through pipes until both directions end; see the module.
+#[derive(Debug)]
+pub struct PipeSplice {
+    a: TcpStream,
+    b: TcpStream,
+    a_to_b: Direction,
+    b_to_a: Direction,
+    pool: Arc<PipePool>,
+    shared: Arc<Shared>,
+}
+
+impl PipeSplice {
+    /// Splices `a` (the accepted side) and `b`, borrowing pipes from `pool`.
+    pub fn new(a: TcpStream, b: TcpStream, pool: Arc<PipePool>) -> PipeSplice {
+        PipeSplice {
+            a,
+            b,
+            a_to_b: Direction::default(),
+            b_to_a: Direction::default(),
+            pool,
+            shared: Arc::new(Shared {
+                a_to_b: AtomicU64::new(0),
+                b_to_a: AtomicU64::new(0),
+                last_activity: AtomicU64::new(0),
+                half_closed: AtomicBool::new(false),
+                stop: AtomicBool::new(false),
+                started: Instant::now(),
+                waiter: Mutex::new(None),
+                waiting: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+impl Future for PipeSplice {
+    type Output = SpliceEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SpliceEnd> {
+        let this = self.get_mut();
+        if this.shared.stop.load(Ordering::Relaxed) {
+            return Poll::Ready(SpliceEnd::Closed);
+        }
+        let shared = &*this.shared;
+        let up = this
+            .a_to_b
+            .poll_move(cx, (&this.a, &this.b), &this.pool, &shared.a_to_b, shared);
+        if let Poll::Ready(Err(failure)) = up {
+            return Poll::Ready(match failure {
+                Failure::Src(kind) => SpliceEnd::ErrorA(kind),
+                Failure::Dst(kind) => SpliceEnd::ErrorB(kind),
+            });
+        }
+        let down =
+            this.b_to_a
+                .poll_move(cx, (&this.b, &this.a), &this.pool, &shared.b_to_a, shared);
+        match (up, down) {
+            (_, Poll::Ready(Err(Failure::Src(kind)))) => Poll::Ready(SpliceEnd::ErrorB(kind)),
+            (_, Poll::Ready(Err(Failure::Dst(kind)))) => Poll::Ready(SpliceEnd::ErrorA(kind)),
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(SpliceEnd::Closed),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for PipeSplice {
+    fn drop(&mut self) {
+        self.a_to_b.release(&self.pool);
+        self.b_to_a.release(&self.pool);
+    }
+}
+
+impl Offloaded for PipeSplice {
+    fn progress(&self) -> OffloadProgress {
+        let s = &self.shared;
+        let since = Duration::from_nanos(s.last_activity.load(Ordering::Relaxed));
+        OffloadProgress {
+            a_to_b: s.a_to_b.load(Ordering::Relaxed),
+            b_to_a: s.b_to_a.load(Ordering::Relaxed),
+            last_activity: s.started + since,
+            half_closed: s.half_closed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn activity(&self) -> impl Future<Output = ()> + Send + 'static {
+        let shared = Arc::clone(&self.shared);
+        let seen = shared.total();
+        std::future::poll_fn(move |cx| {
+            if shared.total() != seen {
+                return Poll::Ready(());
+            }
+            *lock(&shared.waiter) = Some(cx.waker().clone());
+            shared.waiting.store(true, Ordering::Release);
+            if shared.total() != seen {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

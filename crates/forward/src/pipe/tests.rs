@@ -1,0 +1,138 @@
+//! Pipe splices between real loopback sockets: the public client (or the local service)
+//! on one end, the test playing both outer ends.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::test_util::{checksum, data, within};
+
+/// Two ends of a loopback TCP connection: (one, the other).
+async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dialed = TcpStream::connect(listener.local_addr().unwrap());
+    let (dialed, accepted) = tokio::join!(dialed, listener.accept());
+    (dialed.unwrap(), accepted.unwrap().0)
+}
+
+/// The client, the splice between `a` and `b`, and the server: client ↔ a ⇄ b ↔ server.
+async fn spliced(pool: &Arc<PipePool>) -> (TcpStream, PipeSplice, TcpStream) {
+    let (client, a) = tcp_pair().await;
+    let (b, server) = tcp_pair().await;
+    (client, PipeSplice::new(a, b, Arc::clone(pool)), server)
+}
+
+async fn read_all(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).await.unwrap();
+    got
+}
+
+/// Both ways at once, more than the sockets and a pipe hold, each direction half-closed in
+/// turn; with pipes for both directions, for one at a time, and with none free (the copy it
+/// falls back to).
+#[tokio::test]
+async fn bytes_cross_both_ways_intact_and_each_half_close_passes_on() {
+    const UP: usize = 5 * 1024 * 1024 + 7;
+    const DOWN: usize = 3 * 1024 * 1024 + 1;
+    for max_pipes in [4, 1, 0] {
+        let pool = PipePool::new(max_pipes);
+        let (mut client, mut splice, mut server) = spliced(&pool).await;
+        let ends = async {
+            let (mut client_read, mut client_write) = client.split();
+            let (mut server_read, mut server_write) = server.split();
+            let upload = async {
+                client_write.write_all(&data(UP, 1)).await.unwrap();
+                client_write.shutdown().await.unwrap();
+            };
+            let download = async {
+                server_write.write_all(&data(DOWN, 2)).await.unwrap();
+                server_write.shutdown().await.unwrap();
+            };
+            let mut up = Vec::new();
+            let mut down = Vec::new();
+            let received_up = server_read.read_to_end(&mut up);
+            let received_down = client_read.read_to_end(&mut down);
+            let ((), (), r1, r2) = tokio::join!(upload, download, received_up, received_down);
+            r1.unwrap();
+            r2.unwrap();
+            (up, down)
+        };
+        let (end, (up, down)) =
+            within("the transfer", async { tokio::join!(&mut splice, ends) }).await;
+        assert_eq!(end, SpliceEnd::Closed, "{max_pipes} pipes");
+        assert_eq!((up.len(), checksum(&up)), (UP, checksum(&data(UP, 1))));
+        assert_eq!(
+            (down.len(), checksum(&down)),
+            (DOWN, checksum(&data(DOWN, 2)))
+        );
+        let p = splice.progress();
+        assert_eq!((p.a_to_b, p.b_to_a), (UP as u64, DOWN as u64));
+        assert!(p.half_closed);
+        drop(splice);
+        let (open, free) = pool.counts();
+        assert_eq!(open, free as u64, "every pipe is back in the pool");
+        assert!(open <= max_pipes as u64);
+    }
+}
+
+#[tokio::test]
+async fn the_server_may_answer_after_the_client_half_closed() {
+    let pool = PipePool::new(4);
+    let (mut client, mut splice, mut server) = spliced(&pool).await;
+    let ends = async {
+        client.write_all(b"request").await.unwrap();
+        client.shutdown().await.unwrap();
+        assert_eq!(read_all(&mut server).await, b"request");
+        server.write_all(b"reply after EOF").await.unwrap();
+        server.shutdown().await.unwrap();
+        read_all(&mut client).await
+    };
+    let (end, reply) = within("the exchange", async { tokio::join!(&mut splice, ends) }).await;
+    assert_eq!(end, SpliceEnd::Closed);
+    assert_eq!(reply, b"reply after EOF");
+}
+
+#[tokio::test]
+async fn an_idle_splice_holds_no_pipe_and_stop_ends_it() {
+    let pool = PipePool::new(4);
+    let (mut client, mut splice, mut server) = spliced(&pool).await;
+    let activity = splice.activity();
+    let exchange = async {
+        client.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+    };
+    within("one exchange and its activity", async {
+        tokio::select! {
+            end = &mut splice => panic!("the splice ended: {end:?}"),
+            ((), ()) = async { tokio::join!(exchange, activity) } => {}
+        }
+    })
+    .await;
+    // The splice has gone back to waiting: its pipe is in the pool, not held while idle.
+    let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut splice).poll(cx))).await;
+    assert!(
+        polled.is_pending(),
+        "an idle splice keeps running: {polled:?}"
+    );
+    let (open, free) = pool.counts();
+    assert_eq!((open, free), (1, 1));
+    splice.stop();
+    assert_eq!(within("stop", &mut splice).await, SpliceEnd::Closed);
+}
+
+#[tokio::test]
+async fn a_reset_on_one_side_ends_the_splice_with_that_sides_error() {
+    let pool = PipePool::new(4);
+    let (client, mut splice, server) = spliced(&pool).await;
+    // The server vanishes with a reset (SO_LINGER 0), the client keeps its end open.
+    SockRef::from(&server)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(server);
+    let end = within("the reset", &mut splice).await;
+    assert!(matches!(end, SpliceEnd::ErrorB(_)), "{end:?}");
+    drop(client);
+}
