@@ -297,16 +297,17 @@ struct Shared {
     half_closed: AtomicBool,
     stop: AtomicBool,
     started: Instant,
+    /// How many times bytes moved or a direction finished.
+    events: AtomicU64,
     waiter: Mutex<Option<Waker>>,
     waiting: AtomicBool,
 }
 
 impl Shared {
-    fn total(&self) -> u64 {
-        self.a_to_b.load(Ordering::Relaxed) + self.b_to_a.load(Ordering::Relaxed)
-    }
-
+    /// Bytes moved or a direction finished: the time of it for the timeouts, and a wake-up
+    /// for a task waiting on [`Offloaded::activity`].
     fn moved(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
         let since = self.started.elapsed().as_nanos();
         self.last_activity
             .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -345,6 +346,7 @@ impl PipeSplice {
                 half_closed: AtomicBool::new(false),
                 stop: AtomicBool::new(false),
                 started: Instant::now(),
+                events: AtomicU64::new(0),
                 waiter: Mutex::new(None),
                 waiting: AtomicBool::new(false),
             }),
@@ -407,14 +409,14 @@ impl Offloaded for PipeSplice {
 
     fn activity(&self) -> impl Future<Output = ()> + Send + 'static {
         let shared = Arc::clone(&self.shared);
-        let seen = shared.total();
+        let seen = shared.events.load(Ordering::Relaxed);
         std::future::poll_fn(move |cx| {
-            if shared.total() != seen {
+            if shared.events.load(Ordering::Relaxed) != seen {
                 return Poll::Ready(());
             }
             *lock(&shared.waiter) = Some(cx.waker().clone());
             shared.waiting.store(true, Ordering::Release);
-            if shared.total() != seen {
+            if shared.events.load(Ordering::Relaxed) != seen {
                 Poll::Ready(())
             } else {
                 Poll::Pending

@@ -136,3 +136,50 @@ async fn a_reset_on_one_side_ends_the_splice_with_that_sides_error() {
     assert!(matches!(end, SpliceEnd::ErrorB(_)), "{end:?}");
     drop(client);
 }
+
+/// What `supervise` makes of it: an idle connection ends at the idle timeout, a half-closed
+/// one at the shorter linger, and both ends see the close. Tokio's paused clock skips the
+/// waits.
+#[tokio::test(start_paused = true)]
+async fn supervised_it_ends_at_the_idle_timeout_and_after_a_half_close_at_the_linger() {
+    use crate::counters::Counters;
+    use crate::offload::supervise;
+
+    // Below the tests' own deadline, which runs on the same paused clock.
+    const IDLE: Duration = Duration::from_secs(15);
+    const LINGER: Duration = Duration::from_secs(3);
+    let pool = PipePool::new(4);
+
+    let (mut client, splice, mut server) = spliced(&pool).await;
+    client.write_all(b"hello").await.unwrap();
+    let counters = Counters::default();
+    let started = Instant::now();
+    let report = within(
+        "the idle timeout",
+        supervise(splice, IDLE, LINGER, &counters),
+    )
+    .await;
+    assert_eq!(report.end, SpliceEnd::IdleTimeout);
+    assert!(started.elapsed() >= IDLE);
+    assert_eq!((report.a_to_b, counters.snapshot().rx_bytes), (5, 5));
+    let mut got = [0u8; 5];
+    server.read_exact(&mut got).await.unwrap();
+    assert_eq!(
+        read_all(&mut server).await,
+        b"",
+        "the server sees the close"
+    );
+    assert_eq!(read_all(&mut client).await, b"", "and so does the client");
+
+    let (mut client, splice, _server) = spliced(&pool).await;
+    client.shutdown().await.unwrap();
+    let started = Instant::now();
+    let report = within(
+        "the linger",
+        supervise(splice, IDLE, LINGER, &Counters::default()),
+    )
+    .await;
+    assert_eq!(report.end, SpliceEnd::HalfCloseTimeout);
+    let waited = started.elapsed();
+    assert!(waited >= LINGER && waited < IDLE, "{waited:?}");
+}
