@@ -51,17 +51,17 @@ impl Splicer for StackSplicer {
         // Each side sits in an `Option`, so that it can be looked at as its concrete type and
         // taken only once both sides are known to fit.
         let (mut a, mut b) = (Some(a), Some(b));
-        if let Some(pair) = take_pair(&mut a, &mut b) {
-            return offload(pair, (idle_timeout, half_close_timeout), counters).await;
-        }
-        if let Some(kernels) = take_kernels(&mut a, &mut b) {
-            return pipe_splice(kernels, (idle_timeout, half_close_timeout), counters).await;
+        let timeouts = (idle_timeout, half_close_timeout);
+        match take_sides(&mut a, &mut b) {
+            Some(Taken::Stack(pair)) => return offload(pair, timeouts, counters).await,
+            Some(Taken::Kernels(kernels)) => return pipe_splice(kernels, timeouts, counters).await,
+            None => {}
         }
         match (a, b) {
             (Some(a), Some(b)) => {
                 splice_counted(a, b, idle_timeout, half_close_timeout, counters).await
             }
-            // Not reached: `take_pair` takes the sides only when both fit, then returns them.
+            // Not reached: `take_sides` takes the sides only when both fit, then returns them.
             _ => SpliceReport {
                 a_to_b: 0,
                 b_to_a: 0,
@@ -98,82 +98,55 @@ struct Pair {
     unread: Vec<u8>,
 }
 
-/// Takes both sides when they are a forward's or an expose's and the overlay side is the
-/// stack's; leaves them untouched otherwise.
-fn take_pair<A: 'static, B: 'static>(a: &mut Option<A>, b: &mut Option<B>) -> Option<Pair> {
-    take_forward(a, b).or_else(|| take_expose(a, b))
-}
-
-fn take_forward<A: 'static, B: 'static>(a: &mut Option<A>, b: &mut Option<B>) -> Option<Pair> {
-    let accepted = as_slot::<ForwardAccepted, _>(a)?;
-    let dialed = as_slot::<ForwardDialed, _>(b)?;
-    // A kernel socket to the overlay (the TUN stack) stays with the task.
-    if accepted.is_none() || !matches!(dialed, Some(Either::Left(_))) {
-        return None;
-    }
-    let (kernel, unread) = accepted.take()?.into_parts();
-    let Some(Either::Left(overlay)) = dialed.take() else {
-        return None;
-    };
-    Some(Pair {
-        kernel,
-        overlay,
-        kernel_side: Side::A,
-        unread,
-    })
-}
-
-fn take_expose<A: 'static, B: 'static>(a: &mut Option<A>, b: &mut Option<B>) -> Option<Pair> {
-    let accepted = as_slot::<ExposeAccepted, _>(a)?;
-    let dialed = as_slot::<ExposeDialed, _>(b)?;
-    let overlay_is_ours = accepted
-        .as_ref()
-        .is_some_and(|s| matches!(s.get_ref(), Either::Left(_)));
-    if !overlay_is_ours || dialed.is_none() {
-        return None;
-    }
-    let (Either::Left(overlay), unread) = accepted.take()?.into_parts() else {
-        return None;
-    };
-    Some(Pair {
-        kernel: dialed.take()?,
-        overlay,
-        kernel_side: Side::B,
-        unread,
-    })
-}
-
 /// Two kernel sockets (the TUN stack's forward or expose) and the accepted side's unread
 /// bytes: `(a, b, unread)`.
 type Kernels = (TcpStream, TcpStream, Vec<u8>);
 
-/// Takes both sides when both are kernel sockets: a forward or an expose on the TUN stack.
-fn take_kernels<A: 'static, B: 'static>(a: &mut Option<A>, b: &mut Option<B>) -> Option<Kernels> {
+/// A forward's or an expose's two sides, taken for the faster splice that fits them.
+enum Taken {
+    /// A kernel socket and an overlay connection of the userspace stack: the stack splices.
+    Stack(Pair),
+    /// Two kernel sockets (the TUN stack): spliced through a pipe.
+    Kernels(Kernels),
+}
+
+/// Takes both sides when they are a forward's or an expose's; leaves them untouched
+/// otherwise (a SOCKS exit's, a test's).
+fn take_sides<A: 'static, B: 'static>(a: &mut Option<A>, b: &mut Option<B>) -> Option<Taken> {
     if let (Some(accepted), Some(dialed)) = (
         as_slot::<ForwardAccepted, _>(a),
         as_slot::<ForwardDialed, _>(b),
     ) {
-        if accepted.is_none() || !matches!(dialed, Some(Either::Right(_))) {
+        if accepted.is_none() || dialed.is_none() {
             return None;
         }
-        let (kernel_a, unread) = accepted.take()?.into_parts();
-        let Some(Either::Right(kernel_b)) = dialed.take() else {
-            return None;
-        };
-        return Some((kernel_a, kernel_b, unread));
+        let (kernel, unread) = accepted.take()?.into_parts();
+        return Some(match dialed.take()? {
+            Either::Left(overlay) => Taken::Stack(Pair {
+                kernel,
+                overlay,
+                kernel_side: Side::A,
+                unread,
+            }),
+            Either::Right(dialed) => Taken::Kernels((kernel, dialed, unread)),
+        });
     }
     let accepted = as_slot::<ExposeAccepted, _>(a)?;
     let dialed = as_slot::<ExposeDialed, _>(b)?;
-    let kernel = accepted
-        .as_ref()
-        .is_some_and(|s| matches!(s.get_ref(), Either::Right(_)));
-    if !kernel || dialed.is_none() {
+    if accepted.is_none() || dialed.is_none() {
         return None;
     }
-    let (Either::Right(kernel_a), unread) = accepted.take()?.into_parts() else {
-        return None;
-    };
-    Some((kernel_a, dialed.take()?, unread))
+    let (overlay, unread) = accepted.take()?.into_parts();
+    let kernel = dialed.take()?;
+    Some(match overlay {
+        Either::Left(overlay) => Taken::Stack(Pair {
+            kernel,
+            overlay,
+            kernel_side: Side::B,
+            unread,
+        }),
+        Either::Right(accepted) => Taken::Kernels((accepted, kernel, unread)),
+    })
 }
 
 /// The pipes every TUN-stack splice of this process borrows (see `pinhole_forward::PipePool`):
@@ -338,32 +311,33 @@ mod tests {
 
     #[tokio::test]
     async fn kernel_sockets_on_both_sides_go_through_pipes() {
-        // A TUN-stack forward: a forward's types, but the dialed side is a kernel socket. The
-        // stack cannot take it; the pipes do, with the bytes read past a PROXY header.
+        // A TUN-stack forward: a forward's types, but the dialed side is a kernel socket, told
+        // apart from the userspace stack's only by value. It goes to the pipes, with the bytes
+        // read past a PROXY header.
         let (x, y) = tcp_pair().await;
         let mut a = Some(Rewind::new(x, b"early".to_vec()));
         let mut b = Some(NetStream::Right(y));
-        assert!(take_pair(&mut a, &mut b).is_none());
-        assert!(a.is_some() && b.is_some(), "both sides left in place");
-        let (_, _, unread) = take_kernels(&mut a, &mut b).expect("a TUN forward's sockets");
+        let Some(Taken::Kernels((_, _, unread))) = take_sides(&mut a, &mut b) else {
+            panic!("a TUN forward's sockets are spliced through pipes");
+        };
         assert_eq!(unread, b"early");
         assert!(a.is_none() && b.is_none(), "both sides taken");
         // A TUN-stack expose: the overlay connection is a kernel socket too.
         let (x, y) = tcp_pair().await;
         let mut a = Some(Rewind::new(NetStream::Right(x), Vec::new()));
         let mut b = Some(y);
-        assert!(take_pair(&mut a, &mut b).is_none());
-        assert!(take_kernels(&mut a, &mut b).is_some());
-        // Other types (no `Rewind`, sides swapped) are taken by neither.
+        assert!(matches!(
+            take_sides(&mut a, &mut b),
+            Some(Taken::Kernels(_))
+        ));
+        // Other types (no `Rewind`, sides swapped) are not taken.
         let (x, y) = tcp_pair().await;
         let (mut a, mut b) = (Some(x), Some(NetStream::Right(y)));
-        assert!(take_pair(&mut a, &mut b).is_none());
-        assert!(take_kernels(&mut a, &mut b).is_none());
-        assert!(a.is_some() && b.is_some());
+        assert!(take_sides(&mut a, &mut b).is_none());
+        assert!(a.is_some() && b.is_some(), "both sides left in place");
         let (x, y) = tcp_pair().await;
         let (mut a, mut b) = (Some(NetStream::Right(x)), Some(Rewind::new(y, Vec::new())));
-        assert!(take_pair(&mut a, &mut b).is_none());
-        assert!(take_kernels(&mut a, &mut b).is_none());
+        assert!(take_sides(&mut a, &mut b).is_none());
         assert!(a.is_some() && b.is_some());
     }
 }
