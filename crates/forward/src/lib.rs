@@ -66,6 +66,6 @@ pub use splice::{splice, splice_counted, SpliceEnd, SpliceReport, INITIAL_BUFFER
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;
 pub use udp::{
-    serve_udp, Datagram, DatagramDialer, DatagramListener, DatagramSocket, UdpDialer, UdpOptions,
-    MAX_DATAGRAM,
+    serve_udp, Datagram, DatagramDialer, DatagramListener, DatagramSocket, RecvBatch, UdpDialer,
+    UdpOptions, MAX_DATAGRAM,
 };

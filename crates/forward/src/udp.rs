@@ -23,6 +23,9 @@ use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::task_span;
 use crate::udp_sessions::Sessions;
 
+mod batch;
+pub use batch::RecvBatch;
+
 /// The largest UDP payload over IPv4, and so the largest datagram forwarded whole.
 pub const MAX_DATAGRAM: usize = 65_507;
 
@@ -51,6 +54,25 @@ pub trait DatagramSocket: Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
         std::future::ready(Ok(()))
     }
+
+    /// Receives one datagram or more into `batch` (emptied first). The default receives one;
+    /// a kernel socket takes a whole burst in one system call.
+    fn recv_batch(&self, batch: &mut RecvBatch) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            batch.clear();
+            let (len, from) = self.recv_from(batch.slot(0)).await?;
+            let local_port = None;
+            batch.push(
+                0,
+                Datagram {
+                    len,
+                    from,
+                    local_port,
+                },
+            );
+            Ok(())
+        }
+    }
 }
 
 impl DatagramSocket for UdpSocket {
@@ -64,6 +86,10 @@ impl DatagramSocket for UdpSocket {
 
     async fn readable(&self) -> io::Result<()> {
         UdpSocket::readable(self).await
+    }
+
+    async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<()> {
+        batch::recv_into(self, batch).await
     }
 }
 
@@ -82,6 +108,16 @@ pub struct Datagram {
 pub trait DatagramListener: Send + Sync + 'static {
     /// Receives one datagram.
     fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<Datagram>> + Send;
+
+    /// Receives one datagram or more into `batch` (emptied first). The default receives one.
+    fn recv_batch(&self, batch: &mut RecvBatch) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            batch.clear();
+            let d = self.recv(batch.slot(0)).await?;
+            batch.push(0, d);
+            Ok(())
+        }
+    }
 
     /// Sends a reply to `to` from `local_port` (as received in [`Datagram::local_port`]).
     fn send(
@@ -104,6 +140,10 @@ impl<T: DatagramSocket> DatagramListener for T {
 
     async fn send(&self, buf: &[u8], to: SocketAddr, _: Option<u16>) -> io::Result<usize> {
         self.send_to(buf, to).await
+    }
+
+    async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<()> {
+        DatagramSocket::recv_batch(self, batch).await
     }
 }
 
@@ -246,7 +286,7 @@ async fn run<L: DatagramListener, D: DatagramDialer>(
     let tracker = TaskTracker::new();
     let refuse_log = LogLimiter::new(LOG_INTERVAL);
     let error_log = LogLimiter::new(LOG_INTERVAL);
-    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut batch = RecvBatch::new();
     // One timer, re-armed only when the earliest expiry changes; it may fire early (a session
     // was touched since), which costs one scan and re-arms it.
     let mut sweep_at: Option<tokio::time::Instant> = None;
@@ -267,100 +307,101 @@ async fn run<L: DatagramListener, D: DatagramDialer>(
                 }
                 continue;
             }
-            got = listener.recv(&mut buf) => got,
+            got = listener.recv_batch(&mut batch) => got,
         };
-        let d = match got {
-            Ok(d) => d,
-            Err(e) => {
-                if let Some(suppressed) = error_log.check() {
-                    warn!(error = %e, suppressed, "udp receive failed");
-                }
-                // A persistent error must not spin the CPU.
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                }
+        if let Err(e) = got {
+            if let Some(suppressed) = error_log.check() {
+                warn!(error = %e, suppressed, "udp receive failed");
             }
-        };
-        let key: Key = (d.local_port, d.from);
-        let now = std::time::Instant::now();
-        let known = lock(&table)
-            .touch(&key, now)
-            .map(|s| (Arc::clone(&s.socket), s.target));
-        let (socket, target) = match known {
-            Some(found) => found,
-            None => {
-                let refusal = if lock(&table).is_full() {
-                    Some("too many sessions".to_owned())
-                } else {
-                    gate.check(d.from.ip(), now).err().map(|r| r.to_string())
-                };
-                if let Some(reason) = refusal {
-                    counters.refused();
-                    match refuse_log.check() {
-                        Some(suppressed) => {
-                            warn!(client = %d.from, reason, suppressed, "udp datagram refused")
+            // A persistent error must not spin the CPU.
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+            }
+        }
+        for i in 0..batch.len() {
+            let (d, bytes) = batch.get(i);
+            let key: Key = (d.local_port, d.from);
+            let now = std::time::Instant::now();
+            let known = lock(&table)
+                .touch(&key, now)
+                .map(|s| (Arc::clone(&s.socket), s.target));
+            let (socket, target) = match known {
+                Some(found) => found,
+                None => {
+                    let refusal = if lock(&table).is_full() {
+                        Some("too many sessions".to_owned())
+                    } else {
+                        gate.check(d.from.ip(), now).err().map(|r| r.to_string())
+                    };
+                    if let Some(reason) = refusal {
+                        counters.refused();
+                        match refuse_log.check() {
+                            Some(suppressed) => {
+                                warn!(client = %d.from, reason, suppressed, "udp datagram refused")
+                            }
+                            None => debug!(client = %d.from, reason, "udp datagram refused"),
                         }
-                        None => debug!(client = %d.from, reason, "udp datagram refused"),
-                    }
-                    continue;
-                }
-                let bound = timeout(options.setup_timeout, dialer.bind_session_for(d.local_port));
-                let (socket, target) = match bound.await {
-                    Ok(Ok(pair)) => pair,
-                    Ok(Err(e)) => {
-                        counters.failed();
-                        debug!(client = %d.from, error = %e, "udp session setup failed");
                         continue;
                     }
-                    Err(_) => {
-                        counters.failed();
-                        debug!(client = %d.from, "udp session setup timed out");
-                        continue;
+                    let bound =
+                        timeout(options.setup_timeout, dialer.bind_session_for(d.local_port));
+                    let (socket, target) = match bound.await {
+                        Ok(Ok(pair)) => pair,
+                        Ok(Err(e)) => {
+                            counters.failed();
+                            debug!(client = %d.from, error = %e, "udp session setup failed");
+                            continue;
+                        }
+                        Err(_) => {
+                            counters.failed();
+                            debug!(client = %d.from, "udp session setup timed out");
+                            continue;
+                        }
+                    };
+                    let socket = Arc::new(socket);
+                    let stop = shutdown.child_token();
+                    let session = Session {
+                        socket: Arc::clone(&socket),
+                        target,
+                        stop: stop.clone(),
+                        _active: counters.admit(),
+                    };
+                    let mut t = lock(&table);
+                    if t.insert(key, session, now).is_err() {
+                        continue; // cannot happen: checked above, and only this task inserts
                     }
-                };
-                let socket = Arc::new(socket);
-                let stop = shutdown.child_token();
-                let session = Session {
-                    socket: Arc::clone(&socket),
-                    target,
-                    stop: stop.clone(),
-                    _active: counters.admit(),
-                };
-                let mut t = lock(&table);
-                if t.insert(key, session, now).is_err() {
-                    continue; // cannot happen: checked above, and only this task inserts
-                }
-                if sweep_at.is_none() {
-                    sweep_at = t.next_expiry().map(tokio::time::Instant::from_std);
-                    if let Some(at) = sweep_at {
-                        sweep.as_mut().reset(at);
+                    if sweep_at.is_none() {
+                        sweep_at = t.next_expiry().map(tokio::time::Instant::from_std);
+                        if let Some(at) = sweep_at {
+                            sweep.as_mut().reset(at);
+                        }
                     }
+                    drop(t);
+                    let replies = Replies {
+                        listener: Arc::clone(&listener),
+                        socket: Arc::clone(&socket),
+                        target,
+                        key,
+                        table: Arc::clone(&table),
+                        pool: Arc::clone(&pool),
+                        counters: Arc::clone(&counters),
+                    };
+                    tracker.spawn(
+                        replies.run(stop).instrument(task_span::or_current(
+                            debug_span!("udp", client = %d.from),
+                        )),
+                    );
+                    (socket, target)
                 }
-                drop(t);
-                let replies = Replies {
-                    listener: Arc::clone(&listener),
-                    socket: Arc::clone(&socket),
-                    target,
-                    key,
-                    table: Arc::clone(&table),
-                    pool: Arc::clone(&pool),
-                    counters: Arc::clone(&counters),
-                };
-                tracker.spawn(
-                    replies
-                        .run(stop)
-                        .instrument(task_span::or_current(debug_span!("udp", client = %d.from))),
-                );
-                (socket, target)
+            };
+            counters.add_rx(d.len as u64);
+            // Inline: a UDP send waits only while the socket buffer is full, and waiting then is
+            // the back-pressure there is (UDP would drop the datagram anyway).
+            if let Err(e) = socket.send_to(bytes, target).await {
+                debug!(client = %d.from, error = %e, "udp send upstream failed");
             }
-        };
-        counters.add_rx(d.len as u64);
-        // Inline: a UDP send waits only while the socket buffer is full, and waiting then is
-        // the back-pressure there is (UDP would drop the datagram anyway).
-        if let Err(e) = socket.send_to(&buf[..d.len], target).await {
-            debug!(client = %d.from, error = %e, "udp send upstream failed");
         }
     }
     for s in lock(&table).drain() {

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use pinhole_forward::{
     Acceptor, Datagram, DatagramDialer, DatagramListener, DatagramPortDialer, DatagramSocket,
-    PortDialer, TcpDialer, TcpPortRange, UdpDialer, UdpPortRange,
+    PortDialer, RecvBatch, TcpDialer, TcpPortRange, UdpDialer, UdpPortRange,
 };
 use pinhole_netstack::{Overlay, OverlayListener, OverlayStream, OverlayUdpSocket};
 use tokio::net::{TcpStream, UdpSocket};
@@ -390,6 +390,14 @@ impl DatagramListener for NetUdpListener {
             NetUdpListener::Userspace(l) => l.send(buf, to, local_port).await,
             NetUdpListener::Kernel(s) => DatagramListener::send(s, buf, to, local_port).await,
             NetUdpListener::KernelRange(r) => r.send(buf, to, local_port).await,
+        }
+    }
+
+    async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<()> {
+        match self {
+            NetUdpListener::Userspace(l) => l.recv_batch(batch).await,
+            NetUdpListener::Kernel(s) => DatagramListener::recv_batch(s, batch).await,
+            NetUdpListener::KernelRange(r) => r.recv_batch(batch).await,
         }
     }
 }

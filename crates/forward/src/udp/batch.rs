@@ -1,0 +1,220 @@
+//! Receiving a UDP forward's datagrams several at a time (`recvmmsg`).
+//!
+//! Why: the public side of a UDP forward read each client datagram with its own `recvfrom`,
+//! one system call per datagram, while the tunnel side already moves datagrams in batches.
+//! A burst (a game tick, a flood) is now read in one call.
+//!
+//! Memory: the slots are one mapping of [`SLOTS`] × 64 KiB, so that any datagram fits whole;
+//! the kernel gives it pages only where datagrams land, the first page of a slot for small
+//! ones.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use super::{Datagram, RECV_BUFFER};
+
+/// Datagrams one call may return.
+pub const SLOTS: usize = 16;
+
+/// Room for up to [`SLOTS`] datagrams and what arrived in them.
+#[derive(Debug)]
+pub struct RecvBatch {
+    buf: Vec<u8>,
+    /// Each datagram with the slot it landed in.
+    got: Vec<(usize, Datagram)>,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch::new()
+    }
+}
+
+impl RecvBatch {
+    /// An empty batch; its buffer is allocated on first use.
+    pub fn new() -> RecvBatch {
+        RecvBatch {
+            buf: Vec::new(),
+            got: Vec::with_capacity(SLOTS),
+        }
+    }
+
+    /// How many datagrams the last receive left.
+    pub fn len(&self) -> usize {
+        self.got.len()
+    }
+
+    /// Whether the last receive left none.
+    pub fn is_empty(&self) -> bool {
+        self.got.is_empty()
+    }
+
+    /// The `i`-th datagram received and its bytes.
+    pub fn get(&self, i: usize) -> (Datagram, &[u8]) {
+        let (slot, d) = self.got[i];
+        let start = slot * RECV_BUFFER;
+        (d, &self.buf[start..start + d.len])
+    }
+
+    /// Slot `i`, to receive one datagram into.
+    pub(crate) fn slot(&mut self, i: usize) -> &mut [u8] {
+        self.reserve();
+        &mut self.buf[i * RECV_BUFFER..(i + 1) * RECV_BUFFER]
+    }
+
+    /// Forgets what the last receive left.
+    pub(crate) fn clear(&mut self) {
+        self.got.clear();
+    }
+
+    /// Records a datagram received into slot `slot`.
+    pub(crate) fn push(&mut self, slot: usize, d: Datagram) {
+        self.got.push((slot, d));
+    }
+
+    fn reserve(&mut self) {
+        if self.buf.is_empty() {
+            // One allocation above glibc's mmap threshold: untouched pages cost nothing.
+            self.buf = vec![0; SLOTS * RECV_BUFFER];
+        }
+    }
+}
+
+/// Receives one or more datagrams on `socket` into `batch` (cleared first).
+pub(crate) async fn recv_into(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<()> {
+    batch.clear();
+    batch.reserve();
+    loop {
+        socket.readable().await?;
+        match socket.try_io(Interest::READABLE, || recvmmsg(socket, batch)) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn recvmmsg(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<()> {
+    // SAFETY (for the zeroed values): all-zero is a valid `iovec`, `sockaddr_storage` and
+    // `mmsghdr` (null pointers, zero lengths), and each is filled in below before use.
+    let mut iovs: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
+    let mut addrs: [libc::sockaddr_storage; SLOTS] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+    let base = batch.buf.as_mut_ptr();
+    for i in 0..SLOTS {
+        iovs[i] = libc::iovec {
+            // SAFETY: slot i lies within `batch.buf`, which holds SLOTS slots (`reserve`).
+            iov_base: unsafe { base.add(i * RECV_BUFFER) }.cast(),
+            iov_len: RECV_BUFFER,
+        };
+        hdrs[i].msg_hdr.msg_name = std::ptr::addr_of_mut!(addrs[i]).cast();
+        hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+        hdrs[i].msg_hdr.msg_iov = std::ptr::addr_of_mut!(iovs[i]);
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: every header points at its own address storage and its own slot of the
+    // batch's buffer, all of which outlive the call.
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            SLOTS as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for (slot, (hdr, addr)) in hdrs.iter().zip(&addrs).take(n as usize).enumerate() {
+        // A datagram from an address that is not IPv4 or IPv6 cannot be answered: skipped.
+        if let Some(from) = socket_addr(addr) {
+            let len = (hdr.msg_len as usize).min(RECV_BUFFER);
+            batch.push(
+                slot,
+                Datagram {
+                    len,
+                    from,
+                    local_port: None,
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The IPv4 or IPv6 address in `storage`, as the kernel filled it.
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a `sockaddr_in`, which it has room for.
+            let a: &libc::sockaddr_in = unsafe { &*std::ptr::from_ref(storage).cast() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for a `sockaddr_in6`.
+            let a: &libc::sockaddr_in6 = unsafe { &*std::ptr::from_ref(storage).cast() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::data;
+
+    /// A burst already queued is read in one call, each datagram whole, with its sender, in
+    /// order; on IPv4 and IPv6.
+    #[tokio::test]
+    async fn a_queued_burst_is_read_in_one_call_each_datagram_whole() {
+        for local in ["127.0.0.1:0", "[::1]:0"] {
+            let socket = UdpSocket::bind(local).await.unwrap();
+            let to = socket.local_addr().unwrap();
+            let a = UdpSocket::bind(local).await.unwrap();
+            let b = UdpSocket::bind(local).await.unwrap();
+            let sizes = [0, 1, 64, 1500, 9000, crate::udp::MAX_DATAGRAM];
+            let mut sent = Vec::new();
+            for (i, &size) in sizes.iter().enumerate() {
+                let from = if i % 2 == 0 { &a } else { &b };
+                let bytes = data(size, i as u64);
+                from.send_to(&bytes, to).await.unwrap();
+                sent.push((from.local_addr().unwrap(), bytes));
+            }
+            let mut batch = RecvBatch::new();
+            recv_into(&socket, &mut batch).await.unwrap();
+            assert_eq!(
+                batch.len(),
+                sizes.len(),
+                "{local}: one call takes the whole burst"
+            );
+            for (i, (from, bytes)) in sent.iter().enumerate() {
+                let (d, got) = batch.get(i);
+                assert_eq!(
+                    (d.from, d.len),
+                    (*from, bytes.len()),
+                    "{local} datagram {i}"
+                );
+                assert_eq!(got, &bytes[..], "{local} datagram {i}");
+            }
+            // The next call waits for the next datagram and forgets the last batch.
+            a.send_to(b"again", to).await.unwrap();
+            recv_into(&socket, &mut batch).await.unwrap();
+            assert_eq!(batch.len(), 1);
+            assert_eq!(batch.get(0).1, b"again");
+        }
+    }
+}
