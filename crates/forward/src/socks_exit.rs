@@ -17,11 +17,11 @@ use tracing::{debug, info};
 use crate::counters::Counters;
 use crate::exit_policy::{ExitPolicy, Refusal};
 use crate::handler::{ConnInfo, Handler};
+use crate::handler::{CopySplicer, Splicer};
 use crate::limits::Limits;
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::rewind::Rewind;
 use crate::socks5::{encode_reply, Credentials, Destination, Handshake, Reply, SocksError, Step};
-use crate::splice::splice_counted;
 
 /// How long a client may take for the whole handshake. Why 10 s: a real client sends it in
 /// one round trip or three; a slow or silent one (reliability notes D5) is closed in bounded
@@ -35,11 +35,13 @@ const HANDSHAKE_BUFFER: usize = crate::socks5::MAX_MESSAGE + 1024;
 
 /// The SOCKS5 exit handler (CONNECT only).
 #[derive(Debug)]
-pub struct SocksExit {
+pub struct SocksExit<P = CopySplicer> {
     policy: ExitPolicy,
     credentials: Option<Credentials>,
     handshake_timeout: Duration,
     log: LogLimiter,
+    /// How the client and the destination are spliced once connected.
+    splicer: P,
 }
 
 /// Why a SOCKS connection ended before the splice, for the log.
@@ -63,13 +65,29 @@ impl std::fmt::Display for Failure {
 }
 
 impl SocksExit {
-    /// An exit applying `policy`, requiring `credentials` when given.
+    /// An exit applying `policy`, requiring `credentials` when given; it copies in the
+    /// connection's task.
     pub fn new(policy: ExitPolicy, credentials: Option<Credentials>) -> Self {
         Self {
             policy,
             credentials,
             handshake_timeout: SOCKS_HANDSHAKE_TIMEOUT,
             log: LogLimiter::new(LOG_INTERVAL),
+            splicer: CopySplicer,
+        }
+    }
+}
+
+impl<P: Splicer> SocksExit<P> {
+    /// Splices with `splicer` instead. The accepted side it gets is the client in a
+    /// [`Rewind`] that holds the bytes sent after the request.
+    pub fn with_splicer<Q: Splicer>(self, splicer: Q) -> SocksExit<Q> {
+        SocksExit {
+            policy: self.policy,
+            credentials: self.credentials,
+            handshake_timeout: self.handshake_timeout,
+            log: self.log,
+            splicer,
         }
     }
 
@@ -172,7 +190,7 @@ impl SocksExit {
     }
 }
 
-impl Handler for SocksExit {
+impl<P: Splicer> Handler for SocksExit<P> {
     async fn handle<S>(&self, mut client: S, conn: ConnInfo, limits: Limits, counters: &Counters)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -218,14 +236,16 @@ impl Handler for SocksExit {
             return;
         }
         debug!(client = %conn.client, destination = ?dest, "socks connect");
-        let report = splice_counted(
-            Rewind::new(client, early),
-            upstream,
-            limits.idle_timeout,
-            limits.half_close_timeout,
-            counters,
-        )
-        .await;
+        let report = self
+            .splicer
+            .splice(
+                Rewind::new(client, early),
+                upstream,
+                limits.idle_timeout,
+                limits.half_close_timeout,
+                counters,
+            )
+            .await;
         debug!(rx_bytes = report.a_to_b, tx_bytes = report.b_to_a, end = ?report.end, "socks connection ended");
     }
 }

@@ -220,7 +220,10 @@ pub async fn start_expose(e: &Expose, net: &Net, own_network: &[Cidr]) -> Result
                         .auth
                         .as_ref()
                         .map(|a| Credentials::new(a.username.as_bytes(), a.password.as_bytes()));
-                    run.tcp(acceptor, SocksExit::new(policy, credentials))
+                    run.tcp(
+                        acceptor,
+                        SocksExit::new(policy, credentials).with_splicer(StackSplicer),
+                    )
                 }
             }
         }

@@ -3,7 +3,8 @@
 //! its overlay connection, an expose's overlay connection and its local target), the stack
 //! splices the two in its own loop ([`OverlayStream::splice_kernel`]). When both sides are
 //! kernel sockets (the TUN stack's forwards and exposes), the task splices them through a pipe
-//! ([`PipeSplice`]). Any other pair (a SOCKS exit) is copied by the connection's task.
+//! ([`PipeSplice`]). A SOCKS exit is an expose whose target is chosen per connection, so its
+//! pair goes the same ways. Any other pair is copied by the connection's task.
 //!
 //! Why: copied by a task, every request and reply crossed a channel to the stack as a fresh
 //! allocation and woke one more task on each peer; the stack reads and writes the kernel
@@ -81,6 +82,9 @@ type ForwardDialed = NetStream;
 type ExposeAccepted = Rewind<NetStream>;
 /// An expose's dialed side: a kernel socket to the target.
 type ExposeDialed = TcpStream;
+/// A SOCKS exit's accepted side: an expose's, in one more [`Rewind`] with the bytes the
+/// client sent after its request. Its dialed side is an [`ExposeDialed`].
+type SocksAccepted = Rewind<ExposeAccepted>;
 
 /// Which side of the splice (`a`, accepted; `b`, dialed) the kernel socket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,12 +135,21 @@ fn take_sides<A: 'static, B: 'static>(a: &mut Option<A>, b: &mut Option<B>) -> O
             Either::Right(dialed) => Taken::Kernels((kernel, dialed, unread)),
         });
     }
-    let accepted = as_slot::<ExposeAccepted, _>(a)?;
     let dialed = as_slot::<ExposeDialed, _>(b)?;
-    if accepted.is_none() || dialed.is_none() {
+    if dialed.is_none() {
         return None;
     }
-    let (overlay, unread) = accepted.take()?.into_parts();
+    let (overlay, unread) = if let Some(accepted) = as_slot::<ExposeAccepted, _>(a) {
+        accepted.take()?.into_parts()
+    } else {
+        let accepted = as_slot::<SocksAccepted, _>(a)?;
+        let (inner, mut unread) = accepted.take()?.into_parts();
+        // The SOCKS handshake read through the inner `Rewind`: what it read past the request
+        // comes first, then what the inner one still holds.
+        let (overlay, rest) = inner.into_parts();
+        unread.extend_from_slice(&rest);
+        (overlay, unread)
+    };
     let kernel = dialed.take()?;
     Some(match overlay {
         Either::Left(overlay) => Taken::Stack(Pair {
@@ -293,12 +306,18 @@ mod tests {
         <RangeDialer<TcpDialer> as Dialer>::Stream,
     );
 
+    /// A SOCKS exit's: `serve` hands it the expose's accepted stream, which it wraps in one
+    /// more `Rewind`, and it dials a kernel socket itself.
+    type ServiceSocks = (Rewind<Rewind<<NetAcceptor as Acceptor>::Stream>>, TcpStream);
+
     #[test]
     fn the_services_stream_types_are_the_ones_the_stack_takes() {
         let taken = TypeId::of::<(ForwardAccepted, ForwardDialed)>();
         assert_eq!(TypeId::of::<ServiceForward>(), taken);
         let taken = TypeId::of::<(ExposeAccepted, ExposeDialed)>();
         assert_eq!(TypeId::of::<ServiceExpose>(), taken);
+        let taken = TypeId::of::<(SocksAccepted, ExposeDialed)>();
+        assert_eq!(TypeId::of::<ServiceSocks>(), taken);
     }
 
     /// Two ends of a loopback TCP connection.
@@ -330,6 +349,16 @@ mod tests {
             take_sides(&mut a, &mut b),
             Some(Taken::Kernels(_))
         ));
+        // A SOCKS exit on the TUN stack: the bytes read past the request come first, then
+        // what the inner `Rewind` (after a PROXY header) still holds.
+        let (x, y) = tcp_pair().await;
+        let inner = Rewind::new(NetStream::Right(x), b"held".to_vec());
+        let mut a = Some(Rewind::new(inner, b"past the request, ".to_vec()));
+        let mut b = Some(y);
+        let Some(Taken::Kernels((_, _, unread))) = take_sides(&mut a, &mut b) else {
+            panic!("a TUN SOCKS exit's sockets are spliced through pipes");
+        };
+        assert_eq!(unread, b"past the request, held");
         // Other types (no `Rewind`, sides swapped) are not taken.
         let (x, y) = tcp_pair().await;
         let (mut a, mut b) = (Some(x), Some(NetStream::Right(y)));
