@@ -16,8 +16,7 @@ use tracing::{debug, info};
 
 use crate::counters::Counters;
 use crate::exit_policy::{ExitPolicy, Refusal};
-use crate::handler::{ConnInfo, Handler};
-use crate::handler::{CopySplicer, Splicer};
+use crate::handler::{ConnInfo, CopySplicer, Handler, Splicer};
 use crate::limits::Limits;
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::rewind::Rewind;
