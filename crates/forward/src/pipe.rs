@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::offload::{OffloadProgress, Offloaded};
-use crate::splice::SpliceEnd;
+use crate::splice::{Side, SpliceEnd};
 
 /// Bytes a pipe is asked to hold (`F_SETPIPE_SZ`): enough for a socket's worth of received
 /// segments per `splice`. The kernel may give less (its per-user pipe limits); any size works.
@@ -162,15 +162,12 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-/// Which side failed.
-enum Failure {
-    Src(ErrorKind),
-    Dst(ErrorKind),
-}
-
 /// One direction: source socket → pipe (or buffer) → destination socket.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Direction {
+    /// Which side the source and the destination are, for the end an error reports.
+    src: Side,
+    dst: Side,
     pipe: Option<Pipe>,
     /// Bytes in the pipe, not yet in the destination.
     in_pipe: usize,
@@ -183,6 +180,20 @@ struct Direction {
 }
 
 impl Direction {
+    fn new(src: Side, dst: Side) -> Direction {
+        Direction {
+            src,
+            dst,
+            pipe: None,
+            in_pipe: 0,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            eof: false,
+            done: false,
+        }
+    }
+
     fn pending(&self) -> bool {
         self.in_pipe > 0 || self.start < self.end
     }
@@ -195,7 +206,7 @@ impl Direction {
         pool: &PipePool,
         moved: &AtomicU64,
         shared: &Shared,
-    ) -> Poll<Result<(), Failure>> {
+    ) -> Poll<Result<(), SpliceEnd>> {
         let mut budget = BUDGET;
         loop {
             if self.done {
@@ -225,10 +236,10 @@ impl Direction {
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => match dst.poll_write_ready(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::Dst(e.kind()))),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(self.dst.error(&e))),
                         Poll::Ready(Ok(())) => {}
                     },
-                    Err(e) => return Poll::Ready(Err(Failure::Dst(e.kind()))),
+                    Err(e) => return Poll::Ready(Err(self.dst.error(&e))),
                 }
                 continue;
             }
@@ -266,11 +277,11 @@ impl Direction {
                     self.buf = Vec::new();
                     match src.poll_read_ready(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::Src(e.kind()))),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(self.src.error(&e))),
                         Poll::Ready(Ok(())) => {}
                     }
                 }
-                Err(e) => return Poll::Ready(Err(Failure::Src(e.kind()))),
+                Err(e) => return Poll::Ready(Err(self.src.error(&e))),
             }
         }
     }
@@ -336,8 +347,8 @@ impl PipeSplice {
         PipeSplice {
             a,
             b,
-            a_to_b: Direction::default(),
-            b_to_a: Direction::default(),
+            a_to_b: Direction::new(Side::A, Side::B),
+            b_to_a: Direction::new(Side::B, Side::A),
             pool,
             shared: Arc::new(Shared {
                 a_to_b: AtomicU64::new(0),
@@ -366,18 +377,14 @@ impl Future for PipeSplice {
         let up = this
             .a_to_b
             .poll_move(cx, (&this.a, &this.b), &this.pool, &shared.a_to_b, shared);
-        if let Poll::Ready(Err(failure)) = up {
-            return Poll::Ready(match failure {
-                Failure::Src(kind) => SpliceEnd::ErrorA(kind),
-                Failure::Dst(kind) => SpliceEnd::ErrorB(kind),
-            });
+        if let Poll::Ready(Err(end)) = up {
+            return Poll::Ready(end);
         }
         let down =
             this.b_to_a
                 .poll_move(cx, (&this.b, &this.a), &this.pool, &shared.b_to_a, shared);
         match (up, down) {
-            (_, Poll::Ready(Err(Failure::Src(kind)))) => Poll::Ready(SpliceEnd::ErrorB(kind)),
-            (_, Poll::Ready(Err(Failure::Dst(kind)))) => Poll::Ready(SpliceEnd::ErrorA(kind)),
+            (_, Poll::Ready(Err(end))) => Poll::Ready(end),
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(SpliceEnd::Closed),
             _ => Poll::Pending,
         }

@@ -214,13 +214,13 @@ where
 
 /// Which stream an error came from.
 #[derive(Debug, Clone, Copy)]
-enum Side {
+pub(crate) enum Side {
     A,
     B,
 }
 
 impl Side {
-    fn error(self, e: &io::Error) -> SpliceEnd {
+    pub(crate) fn error(self, e: &io::Error) -> SpliceEnd {
         match self {
             Side::A => SpliceEnd::ErrorA(e.kind()),
             Side::B => SpliceEnd::ErrorB(e.kind()),
