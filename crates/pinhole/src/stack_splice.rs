@@ -176,25 +176,61 @@ async fn pipe_splice(
     (idle_timeout, half_close_timeout): (Duration, Duration),
     counters: &Counters,
 ) -> SpliceReport {
-    if !unread.is_empty() {
-        if let Err(e) = b.write_all(&unread).await {
-            return SpliceReport {
-                a_to_b: 0,
-                b_to_a: 0,
-                end: SpliceEnd::ErrorB(e.kind()),
-            };
-        }
-        counters.add_rx(unread.len() as u64);
+    if let Err(report) = write_unread(&mut b, &unread).await {
+        return report;
     }
-    let mut report = supervise(
-        PipeSplice::new(a, b, pipes()),
-        idle_timeout,
-        half_close_timeout,
-        counters,
-    )
-    .await;
-    report.a_to_b += unread.len() as u64;
-    report
+    let splice = AfterUnread {
+        splice: PipeSplice::new(a, b, pipes()),
+        unread: unread.len() as u64,
+    };
+    supervise(splice, idle_timeout, half_close_timeout, counters).await
+}
+
+/// Writes the bytes the accepted side's reader took past a header to `to`, the other side,
+/// ahead of everything else; the report to return when that fails.
+async fn write_unread<W>(to: &mut W, unread: &[u8]) -> Result<(), SpliceReport>
+where
+    W: AsyncWrite + Unpin,
+{
+    if unread.is_empty() {
+        return Ok(());
+    }
+    to.write_all(unread).await.map_err(|e| SpliceReport {
+        a_to_b: 0,
+        b_to_a: 0,
+        end: SpliceEnd::ErrorB(e.kind()),
+    })
+}
+
+/// An offloaded splice that started after [`write_unread`]: those bytes count as moved from
+/// `a` to `b`, in the live counters and in the report.
+struct AfterUnread<O> {
+    splice: O,
+    unread: u64,
+}
+
+impl<O: Offloaded> Future for AfterUnread<O> {
+    type Output = SpliceEnd;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SpliceEnd> {
+        Pin::new(&mut self.splice).poll(cx)
+    }
+}
+
+impl<O: Offloaded> Offloaded for AfterUnread<O> {
+    fn progress(&self) -> OffloadProgress {
+        let mut p = self.splice.progress();
+        p.a_to_b += self.unread;
+        p
+    }
+
+    fn stop(&self) {
+        self.splice.stop();
+    }
+
+    fn activity(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.splice.activity()
+    }
 }
 
 /// Hands the pair to the stack, after its unread bytes, and watches the timeouts until the
@@ -210,26 +246,22 @@ async fn offload(
         kernel_side,
         unread,
     } = pair;
-    if !unread.is_empty() {
-        // The unread bytes came from the accepted side and go to the other one first.
-        let written = match kernel_side {
-            Side::A => overlay.write_all(&unread).await,
-            Side::B => kernel.write_all(&unread).await,
-        };
-        if let Err(e) = written {
-            return SpliceReport {
-                a_to_b: 0,
-                b_to_a: 0,
-                end: SpliceEnd::ErrorB(e.kind()),
-            };
-        }
+    // The unread bytes came from the accepted side and go to the other one first.
+    let written = match kernel_side {
+        Side::A => write_unread(&mut overlay, &unread).await,
+        Side::B => write_unread(&mut kernel, &unread).await,
+    };
+    if let Err(report) = written {
+        return report;
     }
-    let offloaded = Offload {
-        splice: overlay.splice_kernel(kernel),
-        kernel_side,
+    let splice = AfterUnread {
+        splice: Offload {
+            splice: overlay.splice_kernel(kernel),
+            kernel_side,
+        },
         unread: unread.len() as u64,
     };
-    supervise(offloaded, idle_timeout, half_close_timeout, counters).await
+    supervise(splice, idle_timeout, half_close_timeout, counters).await
 }
 
 /// A [`KernelSplice`] in the terms of the forwarding layer: sides `a` and `b` instead of
@@ -237,8 +269,6 @@ async fn offload(
 struct Offload {
     splice: KernelSplice,
     kernel_side: Side,
-    /// Bytes of `a` delivered before the handover.
-    unread: u64,
 }
 
 impl Future for Offload {
@@ -265,7 +295,7 @@ impl Offloaded for Offload {
             Side::B => (p.to_kernel, p.to_overlay),
         };
         OffloadProgress {
-            a_to_b: self.unread + a_to_b,
+            a_to_b,
             b_to_a,
             last_activity: Instant::from_std(p.last_activity),
             half_closed: p.kernel_eof || p.overlay_eof,
