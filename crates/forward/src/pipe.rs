@@ -23,7 +23,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::io::Interest;
@@ -177,6 +176,8 @@ struct Direction {
     end: usize,
     eof: bool,
     done: bool,
+    /// Bytes delivered to the destination.
+    moved: u64,
 }
 
 impl Direction {
@@ -191,6 +192,7 @@ impl Direction {
             end: 0,
             eof: false,
             done: false,
+            moved: 0,
         }
     }
 
@@ -198,14 +200,14 @@ impl Direction {
         self.in_pipe > 0 || self.start < self.end
     }
 
-    /// Moves what it can; `Ready(Ok)` once EOF was passed on.
+    /// Moves what it can; `Ready(Ok)` once EOF was passed on. Every move and the end is
+    /// stamped in `last_activity` and told to `activity`.
     fn poll_move(
         &mut self,
         cx: &mut Context<'_>,
         (src, dst): (&TcpStream, &TcpStream),
         pool: &PipePool,
-        moved: &AtomicU64,
-        shared: &Shared,
+        (last_activity, activity): (&mut Instant, &Activity),
     ) -> Poll<Result<(), SpliceEnd>> {
         let mut budget = BUDGET;
         loop {
@@ -231,8 +233,9 @@ impl Direction {
                         } else {
                             self.start += n;
                         }
-                        moved.fetch_add(n as u64, Ordering::Relaxed);
-                        shared.moved();
+                        self.moved += n as u64;
+                        *last_activity = Instant::now();
+                        activity.happened();
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => match dst.poll_write_ready(cx) {
                         Poll::Pending => return Poll::Pending,
@@ -248,8 +251,8 @@ impl Direction {
                 // Passed on as the client sent it: the other side may still answer.
                 let _ = SockRef::from(dst).shutdown(Shutdown::Write);
                 self.done = true;
-                shared.half_closed.store(true, Ordering::Relaxed);
-                shared.moved();
+                *last_activity = Instant::now();
+                activity.happened();
                 return Poll::Ready(Ok(()));
             }
             if self.pipe.is_none() {
@@ -298,30 +301,19 @@ impl Direction {
     }
 }
 
-/// What [`PipeSplice::progress`](Offloaded::progress) and its activity waiter read.
-#[derive(Debug)]
-struct Shared {
-    a_to_b: AtomicU64,
-    b_to_a: AtomicU64,
-    /// Nanoseconds after `started` of the last move.
-    last_activity: AtomicU64,
-    half_closed: AtomicBool,
-    stop: AtomicBool,
-    started: Instant,
+/// What a task waiting on [`Offloaded::activity`] shares with the splice, which it waits
+/// beside rather than inside.
+#[derive(Debug, Default)]
+struct Activity {
     /// How many times bytes moved or a direction finished.
     events: AtomicU64,
     waiter: Mutex<Option<Waker>>,
     waiting: AtomicBool,
 }
 
-impl Shared {
-    /// Bytes moved or a direction finished: the time of it for the timeouts, and a wake-up
-    /// for a task waiting on [`Offloaded::activity`].
-    fn moved(&self) {
+impl Activity {
+    fn happened(&self) {
         self.events.fetch_add(1, Ordering::Relaxed);
-        let since = self.started.elapsed().as_nanos();
-        self.last_activity
-            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
         if self.waiting.swap(false, Ordering::AcqRel) {
             if let Some(waker) = lock(&self.waiter).take() {
                 waker.wake();
@@ -338,7 +330,10 @@ pub struct PipeSplice {
     a_to_b: Direction,
     b_to_a: Direction,
     pool: Arc<PipePool>,
-    shared: Arc<Shared>,
+    /// When bytes last moved or a direction finished; the start, to begin with.
+    last_activity: Instant,
+    stop: AtomicBool,
+    activity: Arc<Activity>,
 }
 
 impl PipeSplice {
@@ -350,17 +345,9 @@ impl PipeSplice {
             a_to_b: Direction::new(Side::A, Side::B),
             b_to_a: Direction::new(Side::B, Side::A),
             pool,
-            shared: Arc::new(Shared {
-                a_to_b: AtomicU64::new(0),
-                b_to_a: AtomicU64::new(0),
-                last_activity: AtomicU64::new(0),
-                half_closed: AtomicBool::new(false),
-                stop: AtomicBool::new(false),
-                started: Instant::now(),
-                events: AtomicU64::new(0),
-                waiter: Mutex::new(None),
-                waiting: AtomicBool::new(false),
-            }),
+            last_activity: Instant::now(),
+            stop: AtomicBool::new(false),
+            activity: Arc::default(),
         }
     }
 }
@@ -370,19 +357,20 @@ impl Future for PipeSplice {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SpliceEnd> {
         let this = self.get_mut();
-        if this.shared.stop.load(Ordering::Relaxed) {
+        if this.stop.load(Ordering::Relaxed) {
             return Poll::Ready(SpliceEnd::Closed);
         }
-        let shared = &*this.shared;
+        let seen = (&mut this.last_activity, &*this.activity);
         let up = this
             .a_to_b
-            .poll_move(cx, (&this.a, &this.b), &this.pool, &shared.a_to_b, shared);
+            .poll_move(cx, (&this.a, &this.b), &this.pool, seen);
         if let Poll::Ready(Err(end)) = up {
             return Poll::Ready(end);
         }
-        let down =
-            this.b_to_a
-                .poll_move(cx, (&this.b, &this.a), &this.pool, &shared.b_to_a, shared);
+        let seen = (&mut this.last_activity, &*this.activity);
+        let down = this
+            .b_to_a
+            .poll_move(cx, (&this.b, &this.a), &this.pool, seen);
         match (up, down) {
             (_, Poll::Ready(Err(end))) => Poll::Ready(end),
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(SpliceEnd::Closed),
@@ -400,30 +388,28 @@ impl Drop for PipeSplice {
 
 impl Offloaded for PipeSplice {
     fn progress(&self) -> OffloadProgress {
-        let s = &self.shared;
-        let since = Duration::from_nanos(s.last_activity.load(Ordering::Relaxed));
         OffloadProgress {
-            a_to_b: s.a_to_b.load(Ordering::Relaxed),
-            b_to_a: s.b_to_a.load(Ordering::Relaxed),
-            last_activity: s.started + since,
-            half_closed: s.half_closed.load(Ordering::Relaxed),
+            a_to_b: self.a_to_b.moved,
+            b_to_a: self.b_to_a.moved,
+            last_activity: self.last_activity,
+            half_closed: self.a_to_b.done || self.b_to_a.done,
         }
     }
 
     fn stop(&self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
     }
 
     fn activity(&self) -> impl Future<Output = ()> + Send + 'static {
-        let shared = Arc::clone(&self.shared);
-        let seen = shared.events.load(Ordering::Relaxed);
+        let activity = Arc::clone(&self.activity);
+        let seen = activity.events.load(Ordering::Relaxed);
         std::future::poll_fn(move |cx| {
-            if shared.events.load(Ordering::Relaxed) != seen {
+            if activity.events.load(Ordering::Relaxed) != seen {
                 return Poll::Ready(());
             }
-            *lock(&shared.waiter) = Some(cx.waker().clone());
-            shared.waiting.store(true, Ordering::Release);
-            if shared.events.load(Ordering::Relaxed) != seen {
+            *lock(&activity.waiter) = Some(cx.waker().clone());
+            activity.waiting.store(true, Ordering::Release);
+            if activity.events.load(Ordering::Relaxed) != seen {
                 Poll::Ready(())
             } else {
                 Poll::Pending

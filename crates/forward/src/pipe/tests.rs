@@ -1,6 +1,8 @@
 //! Pipe splices between real loopback sockets: the public client (or the local service)
 //! on one end, the test playing both outer ends.
 
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
