@@ -67,5 +67,5 @@ pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;
 pub use udp::{
     serve_udp, Datagram, DatagramDialer, DatagramListener, DatagramSocket, RecvBatch, UdpDialer,
-    UdpOptions, MAX_DATAGRAM,
+    UdpOptions, BATCH_SLOTS, MAX_DATAGRAM,
 };

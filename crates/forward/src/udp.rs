@@ -24,7 +24,7 @@ use crate::task_span;
 use crate::udp_sessions::Sessions;
 
 mod batch;
-pub use batch::RecvBatch;
+pub use batch::{RecvBatch, SLOTS as BATCH_SLOTS};
 
 /// The largest UDP payload over IPv4, and so the largest datagram forwarded whole.
 pub const MAX_DATAGRAM: usize = 65_507;
@@ -48,6 +48,26 @@ pub trait DatagramSocket: Send + Sync + 'static {
         &self,
         buf: &mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+
+    /// Sends each of `bufs` as one datagram to `to`, in as few calls as the socket allows: a
+    /// burst from one client costs one `sendmmsg` on a kernel socket instead of a call per
+    /// datagram. The default sends them one by one. A datagram that fails (too large, say) is
+    /// skipped and the rest still go; the last such error is returned.
+    fn send_many(
+        &self,
+        bufs: &[&[u8]],
+        to: SocketAddr,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            let mut failed = Ok(());
+            for buf in bufs {
+                if let Err(e) = self.send_to(buf, to).await {
+                    failed = Err(e);
+                }
+            }
+            failed
+        }
+    }
 
     /// Waits until a datagram is probably ready, without holding a buffer. The default is
     /// ready at once (then `recv_from` waits, holding the buffer).
@@ -90,6 +110,10 @@ impl DatagramSocket for UdpSocket {
 
     async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<()> {
         batch::recv_into(self, batch).await
+    }
+
+    async fn send_many(&self, bufs: &[&[u8]], to: SocketAddr) -> io::Result<()> {
+        batch::send_many(self, bufs, to).await
     }
 }
 
@@ -320,8 +344,12 @@ async fn run<L: DatagramListener, D: DatagramDialer>(
                 () = tokio::time::sleep(Duration::from_millis(50)) => continue,
             }
         }
-        for i in 0..batch.len() {
-            let (d, bytes) = batch.get(i);
+        let mut next = 0;
+        while next < batch.len() {
+            // A run of datagrams from one client (a burst) goes upstream in one call.
+            let first = next;
+            next = batch.run_end(first);
+            let (d, _) = batch.get(first);
             let key: Key = (d.local_port, d.from);
             let now = std::time::Instant::now();
             let known = lock(&table)
@@ -396,11 +424,24 @@ async fn run<L: DatagramListener, D: DatagramDialer>(
                     (socket, target)
                 }
             };
-            counters.add_rx(d.len as u64);
+            let mut run: [&[u8]; batch::SLOTS] = [&[]; batch::SLOTS];
+            for (slot, i) in run.iter_mut().zip(first..next) {
+                let (d, bytes) = batch.get(i);
+                counters.add_rx(d.len as u64);
+                *slot = bytes;
+            }
             // Inline: a UDP send waits only while the socket buffer is full, and waiting then is
             // the back-pressure there is (UDP would drop the datagram anyway).
-            if let Err(e) = socket.send_to(bytes, target).await {
+            if let Err(e) = socket.send_many(&run[..next - first], target).await {
                 debug!(client = %d.from, error = %e, "udp send upstream failed");
+            }
+            // The runtime's fairness budget counts calls, not datagrams. Count the rest of the
+            // run too, so a forward moving a flood yields to the other tasks (the node loop
+            // above all) as often as when it sent one datagram per call. Without this, a TUN
+            // relay batching into the overlay overran the TUN device's queue, which pushes back
+            // on nobody, before the node loop had a turn to drain it.
+            for _ in first + 1..next {
+                tokio::task::coop::consume_budget().await;
             }
         }
     }

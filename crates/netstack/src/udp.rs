@@ -160,10 +160,30 @@ impl OverlayUdpSocket {
             Some(datagram) => datagram,
             None => inbound.queue.recv().await.ok_or_else(stopped)?,
         };
+        Ok(self.deliver(datagram, buf))
+    }
+
+    /// Receives a datagram that is already queued, without waiting: `None` when none is, or
+    /// while another task is receiving. Why: after [`recv`](Self::recv), a reader drains the
+    /// rest of a burst this way and hands it on in one batch.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr, SocketAddr)> {
+        let mut inbound = self.inbound.try_lock().ok()?;
+        let datagram = match inbound.peeked.take() {
+            Some(datagram) => datagram,
+            None => inbound.queue.try_recv().ok()?,
+        };
+        Some(self.deliver(datagram, buf))
+    }
+
+    /// Copies `datagram` into `buf` (truncated to it): its length, sender and our address.
+    fn deliver(&self, datagram: Datagram, buf: &mut [u8]) -> (usize, SocketAddr, SocketAddr) {
         let len = datagram.data.len().min(buf.len());
         buf[..len].copy_from_slice(&datagram.data[..len]);
-        let to = SocketAddr::new(self.local.ip(), datagram.to_port);
-        Ok((len, datagram.from, to))
+        (
+            len,
+            datagram.from,
+            SocketAddr::new(self.local.ip(), datagram.to_port),
+        )
     }
 
     /// Waits until a datagram is ready to receive, without holding a buffer. Cancel-safe.

@@ -196,6 +196,39 @@ async fn a_full_inbound_queue_drops_and_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_recv_takes_what_is_queued_in_order_and_never_waits() {
+    let pair = Pair::new();
+    bounded(async {
+        let server = pair.b.bind_udp(at(B, 7000)).await.unwrap();
+        let client = pair.a.bind_udp(at(A, 0)).await.unwrap();
+        let mut buf = [0; 16];
+        assert!(server.try_recv(&mut buf).is_none(), "nothing queued yet");
+        for i in 0..5u32 {
+            client.send_to(&i.to_be_bytes(), at(B, 7000)).await.unwrap();
+        }
+        // `readable` takes the first out of the queue; `try_recv` must still hand it out first.
+        server.readable().await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            match server.try_recv(&mut buf) {
+                Some((n, from, to)) => {
+                    assert_eq!((from, to), (client.local_addr(), at(B, 7000)));
+                    got.push(buf[..n].to_vec());
+                }
+                None => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+        let sent: Vec<_> = (0..5u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        assert_eq!(got, sent);
+        assert!(
+            server.try_recv(&mut buf).is_none(),
+            "the queue is empty again"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn senders_wait_instead_of_growing_queues() {
     let pair = Pair::new();
     bounded(async {

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use pinhole_forward::{
     Acceptor, Datagram, DatagramDialer, DatagramListener, DatagramPortDialer, DatagramSocket,
-    PortDialer, RecvBatch, TcpDialer, TcpPortRange, UdpDialer, UdpPortRange,
+    PortDialer, RecvBatch, TcpDialer, TcpPortRange, UdpDialer, UdpPortRange, BATCH_SLOTS,
 };
 use pinhole_netstack::{Overlay, OverlayListener, OverlayStream, OverlayUdpSocket};
 use tokio::net::{TcpStream, UdpSocket};
@@ -133,22 +133,36 @@ impl OverlayUdpListener {
     }
 }
 
-impl DatagramListener for OverlayUdpListener {
-    async fn recv(&self, buf: &mut [u8]) -> io::Result<Datagram> {
-        if self.range {
-            let (len, from, to) = self.socket.recv(buf).await?;
-            return Ok(Datagram {
-                len,
-                from,
-                local_port: Some(to.port()),
-            });
-        }
-        let (len, from) = self.socket.recv_from(buf).await?;
-        Ok(Datagram {
+impl OverlayUdpListener {
+    /// What the forward needs to know of a datagram `from` → our `to`.
+    fn datagram(&self, len: usize, from: SocketAddr, to: SocketAddr) -> Datagram {
+        Datagram {
             len,
             from,
-            local_port: None,
-        })
+            local_port: self.range.then_some(to.port()),
+        }
+    }
+}
+
+impl DatagramListener for OverlayUdpListener {
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<Datagram> {
+        let (len, from, to) = self.socket.recv(buf).await?;
+        Ok(self.datagram(len, from, to))
+    }
+
+    /// Waits for one datagram, then takes the rest of the burst already queued behind it, so
+    /// the forward sends a client's burst on in one call.
+    async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<()> {
+        batch.clear();
+        let (len, from, to) = self.socket.recv(batch.slot(0)).await?;
+        batch.push(0, self.datagram(len, from, to));
+        for slot in 1..BATCH_SLOTS {
+            let Some((len, from, to)) = self.socket.try_recv(batch.slot(slot)) else {
+                break;
+            };
+            batch.push(slot, self.datagram(len, from, to));
+        }
+        Ok(())
     }
 
     async fn send(&self, buf: &[u8], to: SocketAddr, local_port: Option<u16>) -> io::Result<usize> {
@@ -293,6 +307,11 @@ pub enum NetUdp {
     Kernel(UdpSocket),
 }
 
+// `send_many` keeps its default, one datagram per call, on purpose. These are a UDP forward's
+// session sockets into the overlay. On the TUN stack a `sendmmsg` here let the relay hand the
+// home more than the home could take under a flood, and the home dropped the surplus only
+// after opening it and writing it to its TUN device: 18 % fewer datagrams delivered (bench,
+// alternating builds). An expose's sends to its real target are batched.
 impl DatagramSocket for NetUdp {
     async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         match self {

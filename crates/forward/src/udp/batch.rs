@@ -60,19 +60,36 @@ impl RecvBatch {
         (d, &self.buf[start..start + d.len])
     }
 
-    /// Slot `i`, to receive one datagram into.
-    pub(crate) fn slot(&mut self, i: usize) -> &mut [u8] {
+    /// The end (exclusive) of the run of datagrams that starts at `first` and shares its
+    /// client and local port: what one session sends upstream in one call.
+    pub(crate) fn run_end(&self, first: usize) -> usize {
+        let Some(&(_, head)) = self.got.get(first) else {
+            return first;
+        };
+        let same =
+            |(_, d): &(usize, Datagram)| (d.from, d.local_port) == (head.from, head.local_port);
+        first
+            + self.got[first..]
+                .iter()
+                .take_while(|e| same(e))
+                .take(SLOTS)
+                .count()
+    }
+
+    /// Slot `i` (below [`SLOTS`]), to receive one datagram into: for a
+    /// [`DatagramListener`](super::DatagramListener) that fills a batch its own way.
+    pub fn slot(&mut self, i: usize) -> &mut [u8] {
         self.reserve();
         &mut self.buf[i * RECV_BUFFER..(i + 1) * RECV_BUFFER]
     }
 
-    /// Forgets what the last receive left.
-    pub(crate) fn clear(&mut self) {
+    /// Forgets what the last receive left; a receive starts with it.
+    pub fn clear(&mut self) {
         self.got.clear();
     }
 
-    /// Records a datagram received into slot `slot`.
-    pub(crate) fn push(&mut self, slot: usize, d: Datagram) {
+    /// Records a datagram received into slot `slot`, after those recorded before it.
+    pub fn push(&mut self, slot: usize, d: Datagram) {
         self.got.push((slot, d));
     }
 
@@ -147,6 +164,71 @@ fn recvmmsg(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<()> {
     Ok(())
 }
 
+/// Sends each of `bufs` as one datagram to `to` on `socket`: up to [`SLOTS`] per `sendmmsg`.
+/// A datagram the kernel refuses is skipped and the rest still go; returns the last refusal.
+pub(crate) async fn send_many(
+    socket: &UdpSocket,
+    bufs: &[&[u8]],
+    to: SocketAddr,
+) -> io::Result<()> {
+    if let [one] = bufs {
+        return socket.send_to(one, to).await.map(drop);
+    }
+    let to = socket2::SockAddr::from(to);
+    let mut rest = bufs;
+    let mut failed = Ok(());
+    while !rest.is_empty() {
+        socket.writable().await?;
+        match socket.try_io(Interest::WRITABLE, || sendmmsg(socket, rest, &to)) {
+            Ok(sent) => rest = &rest[sent..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                // The call failed on the first datagram left: drop that one, send the rest.
+                failed = Err(e);
+                rest = &rest[1..];
+            }
+        }
+    }
+    failed
+}
+
+/// One `sendmmsg` of the first [`SLOTS`] of `bufs` at most; how many the kernel took (≥ 1).
+fn sendmmsg(socket: &UdpSocket, bufs: &[&[u8]], to: &socket2::SockAddr) -> io::Result<usize> {
+    let n = bufs.len().min(SLOTS);
+    // SAFETY (for the zeroed values): all-zero is a valid `iovec` and `mmsghdr`, and each one
+    // used is filled in below.
+    let mut iovs: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        iovs[i] = libc::iovec {
+            // The kernel only reads through this pointer (a send).
+            iov_base: bufs[i].as_ptr().cast_mut().cast(),
+            iov_len: bufs[i].len(),
+        };
+        hdrs[i].msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
+        hdrs[i].msg_hdr.msg_namelen = to.len();
+        hdrs[i].msg_hdr.msg_iov = std::ptr::addr_of_mut!(iovs[i]);
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first `n` headers point at `to` and at their own `iovec`, which points at a
+    // caller's buffer; all outlive the call, and the kernel writes only `msg_len`.
+    let sent = unsafe {
+        libc::sendmmsg(
+            socket.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    match sent {
+        s if s < 0 => Err(io::Error::last_os_error()),
+        // Not expected for a non-empty batch; an error (not "would block", which would wait
+        // for a readiness edge that may never come) skips one datagram rather than spin.
+        0 => Err(io::Error::other("sendmmsg sent nothing")),
+        s => Ok(s as usize),
+    }
+}
+
 /// The IPv4 or IPv6 address in `storage`, as the kernel filled it.
 fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
@@ -215,6 +297,47 @@ mod tests {
             recv_into(&socket, &mut batch).await.unwrap();
             assert_eq!(batch.len(), 1);
             assert_eq!(batch.get(0).1, b"again");
+        }
+    }
+
+    /// More datagrams than one call takes, of every size, with one the kernel refuses in the
+    /// middle: the rest arrive whole and in order, and the refusal is reported.
+    #[tokio::test]
+    async fn send_many_sends_every_datagram_in_order_and_skips_a_refused_one() {
+        for local in ["127.0.0.1:0", "[::1]:0"] {
+            let from = UdpSocket::bind(local).await.unwrap();
+            let to_socket = UdpSocket::bind(local).await.unwrap();
+            let to = to_socket.local_addr().unwrap();
+            let mut bufs: Vec<Vec<u8>> = (0..2 * SLOTS + 3)
+                .map(|i| data((i * 397) % 3000, i as u64))
+                .collect();
+            let refused = 5;
+            bufs[refused] = data(crate::udp::MAX_DATAGRAM + 100, 0); // EMSGSIZE
+            let slices: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
+            let err = send_many(&from, &slices, to).await.unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EMSGSIZE), "{local}");
+            let expected: Vec<&Vec<u8>> = bufs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| (i != refused).then_some(b))
+                .collect();
+            let mut batch = RecvBatch::new();
+            let mut got = Vec::new();
+            crate::test_util::within("every datagram", async {
+                while got.len() < expected.len() {
+                    recv_into(&to_socket, &mut batch).await.unwrap();
+                    for i in 0..batch.len() {
+                        let (d, bytes) = batch.get(i);
+                        assert_eq!(d.from, from.local_addr().unwrap());
+                        got.push(bytes.to_vec());
+                    }
+                }
+            })
+            .await;
+            assert!(
+                got.iter().eq(expected.iter().copied()),
+                "{local}: whole, in order"
+            );
         }
     }
 }

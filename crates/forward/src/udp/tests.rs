@@ -207,3 +207,72 @@ async fn replies_from_another_address_are_dropped() {
     assert_eq!(ask(&sock, run.addr, b"real").await, b"real");
     run.shutdown.cancel();
 }
+
+/// A queued burst from two clients, interleaved, is read as one batch and sent upstream in
+/// runs: each client's datagrams reach the target whole, in their order, from the client's own
+/// session socket.
+#[tokio::test]
+async fn an_interleaved_burst_reaches_the_target_in_each_clients_order() {
+    let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dialer = UdpDialer::new("127.0.0.1", target.local_addr().unwrap().port());
+    let listener = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (a, b) = (client().await, client().await);
+    // Queued before the forward starts, so its first read takes a full batch: runs of one
+    // client (a a a), a single datagram (b), then alternation, past one batch's worth.
+    let order = "aaabababbbaaaaaabbbbbbab";
+    let mut sent = Vec::new();
+    for (i, who) in order.chars().enumerate() {
+        let (sock, name) = if who == 'a' { (&a, b'a') } else { (&b, b'b') };
+        let mut payload = vec![name];
+        payload.extend(data(100 + i * 50, i as u64));
+        sock.send_to(&payload, addr).await.unwrap();
+        sent.push(payload);
+    }
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve_udp(
+        "burst",
+        listener,
+        dialer,
+        UdpOptions::default(),
+        Arc::new(Counters::default()),
+        shutdown.clone(),
+    ));
+    let mut got: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    let mut buf = vec![0u8; RECV_BUFFER];
+    within("the whole burst upstream", async {
+        while got.len() < sent.len() {
+            let (n, from) = target.recv_from(&mut buf).await.unwrap();
+            got.push((from, buf[..n].to_vec()));
+        }
+    })
+    .await;
+    for who in [b'a', b'b'] {
+        let expected: Vec<_> = sent.iter().filter(|p| p[0] == who).cloned().collect();
+        let arrived: Vec<_> = got.iter().filter(|(_, p)| p[0] == who).collect();
+        let sessions: std::collections::HashSet<_> = arrived.iter().map(|(f, _)| *f).collect();
+        assert_eq!(
+            sessions.len(),
+            1,
+            "client {} has one session socket",
+            who as char
+        );
+        let payloads: Vec<_> = arrived.into_iter().map(|(_, p)| p.clone()).collect();
+        assert_eq!(
+            payloads, expected,
+            "client {}: whole, in order",
+            who as char
+        );
+    }
+    let (from_a, from_b) = (
+        got.iter().find(|(_, p)| p[0] == b'a'),
+        got.iter().find(|(_, p)| p[0] == b'b'),
+    );
+    assert_ne!(
+        from_a.unwrap().0,
+        from_b.unwrap().0,
+        "two clients, two sessions"
+    );
+    shutdown.cancel();
+    within("forward stops", task).await.unwrap().unwrap();
+}
