@@ -1,3 +1,6 @@
+use std::io;
+
+use super::coalesce::MAX_ITEMS;
 use super::*;
 
 /// The textbook checksum, 16 bits at a time: the reference the fast one is checked against.

@@ -1,0 +1,337 @@
+//! The write side of the TUN offloads: coalescing the packets written to the device into
+//! super-packets (a userspace GRO), so that one write moves a burst of one flow.
+
+use std::io::{self, IoSlice};
+
+use super::{
+    checksum_add, fold, ipv4_header_checksum, packet_pseudo_sum, parse_ip, tcp_checksum_valid,
+    IpHeader, VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, MAX_SEGMENTS, MAX_SUPER_PACKET,
+    PROTO_TCP, TCP_ACK, TCP_ECE, TCP_PSH, VNET_HDR_LEN,
+};
+
+/// A TCP segment's facts, parsed once.
+#[derive(Debug, Clone, Copy)]
+struct TcpSegment {
+    ip: IpHeader,
+    /// IP + TCP header bytes.
+    headers: usize,
+    seq: u32,
+    flags: u8,
+    payload: usize,
+}
+
+/// Parses `pkt` as a TCP segment that may be coalesced: an exact-length IP packet (IPv4
+/// without options, IPv6 without extension headers), not a fragment, with payload and no
+/// flags but ACK, PSH and ECE.
+fn coalescable(pkt: &[u8]) -> Option<TcpSegment> {
+    let ip = parse_ip(pkt)?;
+    if ip.proto != PROTO_TCP {
+        return None;
+    }
+    let exact = if ip.v6 {
+        usize::from(u16::from_be_bytes([pkt[4], pkt[5]])) + 40 == pkt.len()
+    } else {
+        ip.len == 20 && usize::from(u16::from_be_bytes([pkt[2], pkt[3]])) == pkt.len()
+    };
+    // A header the kernel would drop (bad IPv4 header checksum) is not merged into a
+    // super-packet whose header is then recomputed.
+    if !exact || (!ip.v6 && fold(checksum_add(&pkt[..20], 0)) != 0xffff) {
+        return None;
+    }
+    let tcp = pkt.get(ip.len..ip.len + 20)?;
+    let doff = usize::from(tcp[12] >> 4) * 4;
+    let headers = ip.len + doff;
+    let flags = tcp[13];
+    let allowed = TCP_ACK | TCP_PSH | TCP_ECE;
+    if doff < 20 || headers >= pkt.len() || flags & TCP_ACK == 0 || flags & !allowed != 0 {
+        return None;
+    }
+    Some(TcpSegment {
+        ip,
+        headers,
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        flags,
+        payload: pkt.len() - headers,
+    })
+}
+
+/// One packet (or super-packet) waiting to be written.
+#[derive(Debug, Default)]
+struct Item {
+    /// The first packet, whole, in the arena.
+    start: usize,
+    len: usize,
+    /// Payload ranges (in the arena) of the segments merged after the first.
+    merged: Vec<(usize, usize)>,
+    /// The first packet's IP header when it is TCP (with room for the ports): what finds
+    /// the latest packet of a flow.
+    flow: Option<IpHeader>,
+    /// Set when the first packet is a TCP segment that others may join.
+    tcp: Option<TcpItem>,
+    /// Whether the headers were rewritten for the write (done once).
+    finalized: bool,
+    vnet: [u8; VNET_HDR_LEN],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TcpItem {
+    seg: TcpSegment,
+    /// Sequence number the next segment must have.
+    next_seq: u32,
+    /// IP packet length with everything merged so far.
+    total: usize,
+    /// No more segments may join (a short segment or PSH was merged, the first packet's
+    /// checksum is wrong, or it is full).
+    closed: bool,
+    /// The first packet's checksum was verified (done when the first segment joins).
+    head_checked: bool,
+    psh: bool,
+}
+
+/// Userspace GRO for writes to a device with offloads: decrypted packets are [`push`]ed one by
+/// one, and consecutive in-order TCP segments of one flow (same addresses, ports, IP fields,
+/// TCP header apart from sequence number and PSH, ACK-only flags, equal-or-shorter payloads,
+/// valid checksums) become one super-packet with a `GSO_TCPV4`/`GSO_TCPV6` header. Everything
+/// else is written as it came, behind a zero header. Order within a flow is kept; packets of
+/// different flows keep their relative order except that segments join their flow's
+/// super-packet.
+///
+/// Memory is bounded: [`has_room`](Coalescer::has_room) says when to [`flush`] first.
+///
+/// [`push`]: Coalescer::push
+/// [`flush`]: Coalescer::flush
+#[derive(Debug, Default)]
+pub struct Coalescer {
+    arena: Vec<u8>,
+    items: Vec<Item>,
+    /// Items in use: `items[written..live]` wait for the device.
+    live: usize,
+    written: usize,
+}
+
+/// Arena bytes after which [`Coalescer::has_room`] asks for a flush.
+const ARENA_LIMIT: usize = 256 * 1024;
+/// Items after which [`Coalescer::has_room`] asks for a flush.
+pub(super) const MAX_ITEMS: usize = 128;
+
+impl Coalescer {
+    /// An empty coalescer; buffers grow on first use up to their bounds.
+    pub fn new() -> Coalescer {
+        Coalescer::default()
+    }
+
+    /// Whether nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.written == self.live
+    }
+
+    /// Whether a packet of `len` bytes may be pushed without passing the memory bounds (and
+    /// no flush is unfinished). When not, [`flush`](Coalescer::flush) first. An empty
+    /// coalescer always has room.
+    pub fn has_room(&self, len: usize) -> bool {
+        self.live == 0
+            || (self.written == 0 && self.arena.len() + len <= ARENA_LIMIT && self.live < MAX_ITEMS)
+    }
+
+    /// Queues one IP packet for the device, joining it to its flow's super-packet if it can.
+    /// Meant to be called when [`has_room`](Coalescer::has_room) says so; after a flush that
+    /// returned `WouldBlock` the packet is queued behind the rest and joins nothing already
+    /// being written.
+    pub fn push(&mut self, pkt: &[u8]) {
+        let seg = coalescable(pkt);
+        if let Some(seg) = seg {
+            if self.try_merge(pkt, seg) {
+                return;
+            }
+        }
+        let start = self.arena.len();
+        self.arena.extend_from_slice(pkt);
+        if self.items.len() == self.live {
+            self.items.push(Item::default());
+        }
+        let item = &mut self.items[self.live];
+        self.live += 1;
+        item.start = start;
+        item.len = pkt.len();
+        item.merged.clear();
+        item.finalized = false;
+        item.flow = parse_ip(pkt).filter(|ip| ip.proto == PROTO_TCP && pkt.len() >= ip.len + 4);
+        item.tcp = seg.map(|seg| TcpItem {
+            seg,
+            next_seq: seg.seq.wrapping_add(seg.payload as u32),
+            total: pkt.len(),
+            // A segment with PSH ends its burst: nothing joins it.
+            closed: seg.flags & TCP_PSH != 0,
+            head_checked: false,
+            psh: false,
+        });
+    }
+
+    /// Joins `pkt` to the latest item of its flow if the rules allow; false if not.
+    fn try_merge(&mut self, pkt: &[u8], seg: TcpSegment) -> bool {
+        let (at, n) = seg.ip.addrs();
+        let ports = &pkt[seg.ip.len..seg.ip.len + 4];
+        // The latest packet of this flow (coalescable or not) is the only one a segment may
+        // join: joining an earlier one would reorder the flow.
+        let found = self.items[..self.live].iter().rposition(|item| {
+            let head = &self.arena[item.start..item.start + item.len];
+            item.flow.is_some_and(|ip| {
+                ip.v6 == seg.ip.v6
+                    && head[at..at + 2 * n] == pkt[at..at + 2 * n]
+                    && head[ip.len..ip.len + 4] == *ports
+            })
+        });
+        let Some(index) = found else {
+            return false;
+        };
+        let item = &self.items[index];
+        let Some(mut t) = item.tcp.filter(|_| !item.finalized) else {
+            return false;
+        };
+        let head = &self.arena[item.start..item.start + item.len];
+        if t.closed
+            || item.merged.len() + 1 >= MAX_SEGMENTS
+            || seg.seq != t.next_seq
+            || seg.payload > t.seg.payload
+            || t.total + seg.payload > MAX_SUPER_PACKET
+            || !same_headers(head, pkt, t.seg, seg)
+        {
+            return false;
+        }
+        // The kernel will not check the checksum of a super-packet (it trusts
+        // NEEDS_CSUM), so check each segment's here. A wrong one is written on its own and
+        // the kernel drops it as it would have.
+        if !t.head_checked {
+            t.head_checked = true;
+            if !tcp_checksum_valid(head, t.seg.ip) {
+                t.closed = true;
+                self.items[index].tcp = Some(t);
+                return false;
+            }
+        }
+        if !tcp_checksum_valid(pkt, seg.ip) {
+            self.items[index].tcp = Some(t);
+            return false;
+        }
+        let start = self.arena.len();
+        self.arena.extend_from_slice(&pkt[seg.headers..]);
+        t.next_seq = t.next_seq.wrapping_add(seg.payload as u32);
+        t.total += seg.payload;
+        if seg.payload < t.seg.payload {
+            // A short segment ends a GSO burst: the receiver splits at gso_size.
+            t.closed = true;
+        }
+        if seg.flags & TCP_PSH != 0 {
+            t.psh = true;
+            t.closed = true;
+        }
+        let item = &mut self.items[index];
+        item.merged.push((start, seg.payload));
+        item.tcp = Some(t);
+        true
+    }
+
+    /// Writes every queued packet with `write`, in order, each as one call with its
+    /// `virtio_net_hdr` first. `write` returns `Err(WouldBlock)` when the device cannot take
+    /// the packet now: the flush stops there, keeps the rest, and returns `WouldBlock`; call it
+    /// again later. Any other error counts as written (the caller accounts for it) and the
+    /// flush goes on.
+    pub fn flush(
+        &mut self,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        while self.written < self.live {
+            let index = self.written;
+            self.finalize(index);
+            let item = &self.items[index];
+            let mut iov = [IoSlice::new(&[]); MAX_SEGMENTS + 2];
+            iov[0] = IoSlice::new(&item.vnet);
+            iov[1] = IoSlice::new(&self.arena[item.start..item.start + item.len]);
+            let mut n = 2;
+            // Segments of one flow usually lie back to back in the arena: one slice each run.
+            let mut run: Option<(usize, usize)> = None;
+            for &(start, len) in &item.merged {
+                match run {
+                    Some((s, l)) if s + l == start => run = Some((s, l + len)),
+                    Some((s, l)) => {
+                        iov[n] = IoSlice::new(&self.arena[s..s + l]);
+                        n += 1;
+                        run = Some((start, len));
+                    }
+                    None => run = Some((start, len)),
+                }
+            }
+            if let Some((s, l)) = run {
+                iov[n] = IoSlice::new(&self.arena[s..s + l]);
+                n += 1;
+            }
+            match write(&iov[..n]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                _ => self.written += 1,
+            }
+        }
+        self.arena.clear();
+        self.live = 0;
+        self.written = 0;
+        Ok(())
+    }
+
+    /// Rewrites a super-packet's first header for the whole and sets the vnet header.
+    fn finalize(&mut self, index: usize) {
+        let item = &mut self.items[index];
+        if item.finalized {
+            return;
+        }
+        item.finalized = true;
+        item.vnet = [0; VNET_HDR_LEN];
+        let Some(t) = item.tcp.filter(|_| !item.merged.is_empty()) else {
+            return;
+        };
+        let ip = t.seg.ip;
+        let head = &mut self.arena[item.start..item.start + t.seg.headers];
+        if ip.v6 {
+            head[4..6].copy_from_slice(&((t.total - 40) as u16).to_be_bytes());
+        } else {
+            head[2..4].copy_from_slice(&(t.total as u16).to_be_bytes());
+            head[10..12].copy_from_slice(&[0, 0]);
+            let sum = ipv4_header_checksum(&head[..ip.len]);
+            head[10..12].copy_from_slice(&sum.to_be_bytes());
+        }
+        if t.psh {
+            head[ip.len + 13] |= TCP_PSH;
+        }
+        // NEEDS_CSUM: the checksum field holds the pseudo-header sum, the kernel takes the
+        // segments as verified (each was checked in `try_merge`).
+        let pseudo = fold(packet_pseudo_sum(head, ip, t.total - ip.len));
+        head[ip.len + 16..ip.len + 18].copy_from_slice(&pseudo.to_be_bytes());
+        item.vnet = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: if ip.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+            hdr_len: t.seg.headers as u16,
+            gso_size: t.seg.payload as u16,
+            csum_start: ip.len as u16,
+            csum_offset: 16,
+        }
+        .encode();
+    }
+}
+
+/// Whether segment `pkt` may follow `head` in one super-packet: same IP fields that GRO
+/// keeps (IPv4 TOS, TTL, DF; IPv6 traffic class, flow label, hop limit), same TCP header
+/// apart from sequence number, PSH and checksum (so ACK, window, options).
+fn same_headers(head: &[u8], pkt: &[u8], h: TcpSegment, p: TcpSegment) -> bool {
+    if h.headers != p.headers {
+        return false;
+    }
+    let ip_same = if h.ip.v6 {
+        head[..4] == pkt[..4] && head[7] == pkt[7]
+    } else {
+        head[1] == pkt[1] && head[8] == pkt[8] && (head[6] & 0x40) == (pkt[6] & 0x40)
+    };
+    let (ht, pt) = (&head[h.ip.len..h.headers], &pkt[p.ip.len..p.headers]);
+    ip_same
+        && ht[8..13] == pt[8..13]
+        && (ht[13] & !TCP_PSH) == (pt[13] & !TCP_PSH)
+        && ht[14..16] == pt[14..16]
+        && ht[18..] == pt[18..]
+}
