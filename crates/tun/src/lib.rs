@@ -86,6 +86,8 @@ pub struct Tun {
     fd: AsyncFd<File>,
     name: String,
     offload: bool,
+    /// The kernel took the USO bits too (Linux 6.2 and later).
+    udp_offload: bool,
 }
 
 /// Offloads asked for first; the kernel refuses the USO bits before Linux 6.2.
@@ -107,10 +109,10 @@ fn open_tun() -> Result<File, TunError> {
         })
 }
 
-/// Makes a device with `IFF_VNET_HDR` and turns offloads on. `None` when the kernel refuses
-/// either (the half-made device is dropped, which removes it); the caller then makes a plain
-/// one and reports the errors that matter.
-fn create_with_offloads(requested: &str) -> Option<(File, String)> {
+/// Makes a device with `IFF_VNET_HDR` and turns offloads on; says whether USO is among them.
+/// `None` when the kernel refuses either (the half-made device is dropped, which removes it);
+/// the caller then makes a plain one and reports the errors that matter.
+fn create_with_offloads(requested: &str) -> Option<(File, String, bool)> {
     let file = open_tun().ok()?;
     let name = match sys::tun_set_iff(&file, requested, true) {
         Ok(name) => name,
@@ -119,12 +121,14 @@ fn create_with_offloads(requested: &str) -> Option<(File, String)> {
             return None;
         }
     };
-    let result = sys::tun_set_offload(&file, OFFLOADS).or_else(|e| {
-        tracing::debug!(device = %name, error = %e, "TUN UDP segmentation offload refused");
-        sys::tun_set_offload(&file, OFFLOADS_NO_USO)
-    });
+    let result = sys::tun_set_offload(&file, OFFLOADS)
+        .map(|()| true)
+        .or_else(|e| {
+            tracing::debug!(device = %name, error = %e, "TUN UDP segmentation offload refused");
+            sys::tun_set_offload(&file, OFFLOADS_NO_USO).map(|()| false)
+        });
     match result {
-        Ok(()) => Some((file, name)),
+        Ok(uso) => Some((file, name, uso)),
         Err(e) => {
             tracing::debug!(device = %name, error = %e, "TUNSETOFFLOAD refused; one packet per read and write");
             None
@@ -161,8 +165,8 @@ impl Tun {
         } else {
             None
         };
-        let (file, name, offload) = match with_offloads {
-            Some((file, name)) => (file, name, true),
+        let (file, name, offload, udp_offload) = match with_offloads {
+            Some((file, name, uso)) => (file, name, true, uso),
             None => {
                 let file = open_tun()?;
                 let name = sys::tun_set_iff(&file, requested, false).map_err(|e| {
@@ -179,7 +183,7 @@ impl Tun {
                         _ => map_os_error("creating TUN device", e),
                     }
                 })?;
-                (file, name, false)
+                (file, name, false, false)
             }
         };
         // From here on, returning early drops `file`, which removes the device again.
@@ -220,8 +224,13 @@ impl Tun {
 
         let fd = sys::register(file)
             .map_err(|e| map_os_error(format!("registering {name} with the Tokio reactor"), e))?;
-        tracing::debug!(device = %name, offload, "TUN device up");
-        Ok(Tun { fd, name, offload })
+        tracing::debug!(device = %name, offload, udp_offload, "TUN device up");
+        Ok(Tun {
+            fd,
+            name,
+            offload,
+            udp_offload,
+        })
     }
 
     /// Whether offloads are on: then every [`recv`](Tun::recv) returns a `virtio_net_hdr`
@@ -230,6 +239,13 @@ impl Tun {
     /// plain packet; [`offload::Coalescer`] writes super-packets).
     pub fn offload(&self) -> bool {
         self.offload
+    }
+
+    /// Whether the offloads include UDP segmentation (Linux 6.2 and later): then a write may
+    /// also be a `GSO_UDP_L4` super-packet, which an older kernel refuses (so only then may a
+    /// [`offload::Coalescer`] join UDP datagrams, [`offload::Coalescer::joining_udp`]).
+    pub fn udp_offload(&self) -> bool {
+        self.udp_offload
     }
 
     /// The interface name the kernel gave the device (e.g. "pinhole0").

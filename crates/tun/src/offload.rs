@@ -296,8 +296,8 @@ fn set_transport_checksum(pkt: &mut [u8], ip: IpHeader, csum_offset: usize) {
     pkt[at..at + 2].copy_from_slice(&csum.to_be_bytes());
 }
 
-/// Whether the TCP checksum of the whole packet in `pkt` is correct.
-fn tcp_checksum_valid(pkt: &[u8], ip: IpHeader) -> bool {
+/// Whether the TCP or UDP checksum of the whole packet in `pkt` is correct.
+fn transport_checksum_valid(pkt: &[u8], ip: IpHeader) -> bool {
     let transport = &pkt[ip.len..];
     fold(checksum_add(
         transport,

@@ -69,13 +69,14 @@ impl IpSide {
             // A little over the MTU so an oversized packet shows as such, not truncated.
             vec![0u8; usize::from(mtu).max(1500) + 64]
         };
+        let gro = Coalescer::new().joining_udp(tun.udp_offload());
         IpSide::Tun(TunSide {
             tun,
             buf,
             pending: None,
             mtu: usize::from(mtu),
             scratch: Vec::new(),
-            gro: Coalescer::new(),
+            gro,
             dropped: 0,
             last_error_log: None,
             bad_frames: 0,

@@ -4,9 +4,9 @@
 use std::io::{self, IoSlice};
 
 use super::{
-    checksum_add, fold, ipv4_header_checksum, packet_pseudo_sum, parse_ip, tcp_checksum_valid,
-    IpHeader, VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, MAX_SEGMENTS, MAX_SUPER_PACKET,
-    PROTO_TCP, TCP_ACK, TCP_ECE, TCP_PSH, VNET_HDR_LEN,
+    checksum_add, fold, ipv4_header_checksum, packet_pseudo_sum, parse_ip,
+    transport_checksum_valid, IpHeader, VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4,
+    MAX_SEGMENTS, MAX_SUPER_PACKET, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_ECE, TCP_PSH, VNET_HDR_LEN,
 };
 
 /// A TCP segment's facts, parsed once.
@@ -24,20 +24,7 @@ struct TcpSegment {
 /// without options, IPv6 without extension headers), not a fragment, with payload and no
 /// flags but ACK, PSH and ECE.
 fn coalescable(pkt: &[u8]) -> Option<TcpSegment> {
-    let ip = parse_ip(pkt)?;
-    if ip.proto != PROTO_TCP {
-        return None;
-    }
-    let exact = if ip.v6 {
-        usize::from(u16::from_be_bytes([pkt[4], pkt[5]])) + 40 == pkt.len()
-    } else {
-        ip.len == 20 && usize::from(u16::from_be_bytes([pkt[2], pkt[3]])) == pkt.len()
-    };
-    // A header the kernel would drop (bad IPv4 header checksum) is not merged into a
-    // super-packet whose header is then recomputed.
-    if !exact || (!ip.v6 && fold(checksum_add(&pkt[..20], 0)) != 0xffff) {
-        return None;
-    }
+    let ip = joinable_ip(pkt, PROTO_TCP)?;
     let tcp = pkt.get(ip.len..ip.len + 20)?;
     let doff = usize::from(tcp[12] >> 4) * 4;
     let headers = ip.len + doff;
@@ -55,6 +42,47 @@ fn coalescable(pkt: &[u8]) -> Option<TcpSegment> {
     })
 }
 
+/// The IP header of `pkt` if it carries `proto` and may join a super-packet: an exact-length
+/// packet (IPv4 without options and with a valid header checksum, IPv6 without extension
+/// headers), not a fragment. A header the kernel would drop is not merged into a super-packet
+/// whose header is then recomputed.
+fn joinable_ip(pkt: &[u8], proto: u8) -> Option<IpHeader> {
+    let ip = parse_ip(pkt)?;
+    if ip.proto != proto {
+        return None;
+    }
+    let exact = if ip.v6 {
+        usize::from(u16::from_be_bytes([pkt[4], pkt[5]])) + 40 == pkt.len()
+    } else {
+        ip.len == 20 && usize::from(u16::from_be_bytes([pkt[2], pkt[3]])) == pkt.len()
+    };
+    (exact && (ip.v6 || fold(checksum_add(&pkt[..20], 0)) == 0xffff)).then_some(ip)
+}
+
+/// A UDP datagram's facts, parsed once.
+#[derive(Debug, Clone, Copy)]
+struct UdpDatagram {
+    ip: IpHeader,
+    payload: usize,
+}
+
+/// Parses `pkt` as a UDP datagram that may be coalesced: a joinable IP packet whose UDP
+/// length matches it, with payload and a checksum (an IPv4 datagram without one is written
+/// as it came: the super-packet's segments would each get one).
+fn udp_coalescable(pkt: &[u8]) -> Option<UdpDatagram> {
+    let ip = joinable_ip(pkt, PROTO_UDP)?;
+    let udp = pkt.get(ip.len..ip.len + 8)?;
+    let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    let checksum = u16::from_be_bytes([udp[6], udp[7]]);
+    if len != pkt.len() - ip.len || len <= 8 || checksum == 0 {
+        return None;
+    }
+    Some(UdpDatagram {
+        ip,
+        payload: len - 8,
+    })
+}
+
 /// One packet (or super-packet) waiting to be written.
 #[derive(Debug, Default)]
 struct Item {
@@ -63,14 +91,28 @@ struct Item {
     len: usize,
     /// Payload ranges (in the arena) of the segments merged after the first.
     merged: Vec<(usize, usize)>,
-    /// The first packet's IP header when it is TCP (with room for the ports): what finds
-    /// the latest packet of a flow.
+    /// The first packet's IP header when it is TCP or UDP (with room for the ports): what
+    /// finds the latest packet of a flow.
     flow: Option<IpHeader>,
     /// Set when the first packet is a TCP segment that others may join.
     tcp: Option<TcpItem>,
+    /// Set when the first packet is a UDP datagram that others may join.
+    udp: Option<UdpItem>,
     /// Whether the headers were rewritten for the write (done once).
     finalized: bool,
     vnet: [u8; VNET_HDR_LEN],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UdpItem {
+    first: UdpDatagram,
+    /// IP packet length with everything merged so far.
+    total: usize,
+    /// No more datagrams may join (a shorter one was merged, the first one's checksum is
+    /// wrong, or it is full).
+    closed: bool,
+    /// The first datagram's checksum was verified (done when the second joins).
+    head_checked: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,8 +133,11 @@ struct TcpItem {
 /// Userspace GRO for writes to a device with offloads: decrypted packets are [`push`]ed one by
 /// one, and consecutive in-order TCP segments of one flow (same addresses, ports, IP fields,
 /// TCP header apart from sequence number and PSH, ACK-only flags, equal-or-shorter payloads,
-/// valid checksums) become one super-packet with a `GSO_TCPV4`/`GSO_TCPV6` header. Everything
-/// else is written as it came, behind a zero header. Order within a flow is kept; packets of
+/// valid checksums) become one super-packet with a `GSO_TCPV4`/`GSO_TCPV6` header. With
+/// [`joining_udp`](Coalescer::joining_udp), consecutive UDP datagrams of one flow (same
+/// addresses, ports and IP fields, equal payloads but for a shorter last one, valid
+/// checksums) become one `GSO_UDP_L4` super-packet, which the kernel cuts back into the same
+/// datagrams. Everything else is written as it came, behind a zero header. Order within a flow is kept; packets of
 /// different flows keep their relative order except that segments join their flow's
 /// super-packet.
 ///
@@ -107,6 +152,8 @@ pub struct Coalescer {
     /// Items in use: `items[written..live]` wait for the device.
     live: usize,
     written: usize,
+    /// Whether UDP datagrams may join ([`Coalescer::joining_udp`]).
+    udp: bool,
 }
 
 /// Arena bytes after which [`Coalescer::has_room`] asks for a flush.
@@ -115,9 +162,19 @@ const ARENA_LIMIT: usize = 256 * 1024;
 pub(super) const MAX_ITEMS: usize = 128;
 
 impl Coalescer {
-    /// An empty coalescer; buffers grow on first use up to their bounds.
+    /// An empty coalescer that joins TCP segments; buffers grow on first use up to their
+    /// bounds.
     pub fn new() -> Coalescer {
         Coalescer::default()
+    }
+
+    /// Joins UDP datagrams too, when `yes`: only for a device with UDP segmentation offload
+    /// ([`Tun::udp_offload`](crate::Tun::udp_offload)), since an older kernel refuses the
+    /// super-packet. Why: a UDP burst (a flood, a QUIC transfer) then costs one write per run
+    /// of up to 64 datagrams instead of one each.
+    pub fn joining_udp(mut self, yes: bool) -> Coalescer {
+        self.udp = yes;
+        self
     }
 
     /// Whether nothing waits to be written.
@@ -144,6 +201,14 @@ impl Coalescer {
                 return;
             }
         }
+        let datagram = (self.udp && seg.is_none())
+            .then(|| udp_coalescable(pkt))
+            .flatten();
+        if let Some(d) = datagram {
+            if self.try_merge_udp(pkt, d) {
+                return;
+            }
+        }
         let start = self.arena.len();
         self.arena.extend_from_slice(pkt);
         if self.items.len() == self.live {
@@ -155,7 +220,15 @@ impl Coalescer {
         item.len = pkt.len();
         item.merged.clear();
         item.finalized = false;
-        item.flow = parse_ip(pkt).filter(|ip| ip.proto == PROTO_TCP && pkt.len() >= ip.len + 4);
+        item.flow = parse_ip(pkt).filter(|ip| {
+            (ip.proto == PROTO_TCP || ip.proto == PROTO_UDP) && pkt.len() >= ip.len + 4
+        });
+        item.udp = datagram.map(|first| UdpItem {
+            first,
+            total: pkt.len(),
+            closed: false,
+            head_checked: false,
+        });
         item.tcp = seg.map(|seg| TcpItem {
             seg,
             next_seq: seg.seq.wrapping_add(seg.payload as u32),
@@ -167,21 +240,69 @@ impl Coalescer {
         });
     }
 
+    /// The latest item of the flow of `pkt` (whose IP header is `ip`), coalescable or not:
+    /// the only one a packet may join, since joining an earlier one would reorder the flow.
+    fn latest_of_flow(&self, pkt: &[u8], ip: IpHeader) -> Option<usize> {
+        let (at, n) = ip.addrs();
+        let ports = &pkt[ip.len..ip.len + 4];
+        self.items[..self.live].iter().rposition(|item| {
+            let head = &self.arena[item.start..item.start + item.len];
+            item.flow.is_some_and(|f| {
+                f.v6 == ip.v6
+                    && f.proto == ip.proto
+                    && head[at..at + 2 * n] == pkt[at..at + 2 * n]
+                    && head[f.len..f.len + 4] == *ports
+            })
+        })
+    }
+
+    /// Joins UDP datagram `pkt` to the latest item of its flow if the rules allow (a run of
+    /// equal payloads, the last one maybe shorter, the same IP fields, valid checksums);
+    /// false if not.
+    fn try_merge_udp(&mut self, pkt: &[u8], d: UdpDatagram) -> bool {
+        let Some(index) = self.latest_of_flow(pkt, d.ip) else {
+            return false;
+        };
+        let item = &self.items[index];
+        let Some(mut u) = item.udp.filter(|_| !item.finalized) else {
+            return false;
+        };
+        let head = &self.arena[item.start..item.start + item.len];
+        if u.closed
+            || item.merged.len() + 1 >= MAX_SEGMENTS
+            || d.payload > u.first.payload
+            || u.total + d.payload > MAX_SUPER_PACKET
+            || !same_ip_fields(head, pkt, d.ip.v6)
+        {
+            return false;
+        }
+        // As for TCP: the kernel trusts a super-packet's checksums, so each is checked here.
+        if !u.head_checked {
+            u.head_checked = true;
+            if !transport_checksum_valid(head, u.first.ip) {
+                u.closed = true;
+                self.items[index].udp = Some(u);
+                return false;
+            }
+        }
+        if !transport_checksum_valid(pkt, d.ip) {
+            self.items[index].udp = Some(u);
+            return false;
+        }
+        let start = self.arena.len();
+        self.arena.extend_from_slice(&pkt[d.ip.len + 8..]);
+        u.total += d.payload;
+        // The receiver cuts the super-packet at gso_size: only the last may be shorter.
+        u.closed = d.payload < u.first.payload;
+        let item = &mut self.items[index];
+        item.merged.push((start, d.payload));
+        item.udp = Some(u);
+        true
+    }
+
     /// Joins `pkt` to the latest item of its flow if the rules allow; false if not.
     fn try_merge(&mut self, pkt: &[u8], seg: TcpSegment) -> bool {
-        let (at, n) = seg.ip.addrs();
-        let ports = &pkt[seg.ip.len..seg.ip.len + 4];
-        // The latest packet of this flow (coalescable or not) is the only one a segment may
-        // join: joining an earlier one would reorder the flow.
-        let found = self.items[..self.live].iter().rposition(|item| {
-            let head = &self.arena[item.start..item.start + item.len];
-            item.flow.is_some_and(|ip| {
-                ip.v6 == seg.ip.v6
-                    && head[at..at + 2 * n] == pkt[at..at + 2 * n]
-                    && head[ip.len..ip.len + 4] == *ports
-            })
-        });
-        let Some(index) = found else {
+        let Some(index) = self.latest_of_flow(pkt, seg.ip) else {
             return false;
         };
         let item = &self.items[index];
@@ -203,13 +324,13 @@ impl Coalescer {
         // the kernel drops it as it would have.
         if !t.head_checked {
             t.head_checked = true;
-            if !tcp_checksum_valid(head, t.seg.ip) {
+            if !transport_checksum_valid(head, t.seg.ip) {
                 t.closed = true;
                 self.items[index].tcp = Some(t);
                 return false;
             }
         }
-        if !tcp_checksum_valid(pkt, seg.ip) {
+        if !transport_checksum_valid(pkt, seg.ip) {
             self.items[index].tcp = Some(t);
             return false;
         }
@@ -284,19 +405,35 @@ impl Coalescer {
         }
         item.finalized = true;
         item.vnet = [0; VNET_HDR_LEN];
-        let Some(t) = item.tcp.filter(|_| !item.merged.is_empty()) else {
+        if item.merged.is_empty() {
+            return;
+        }
+        if let Some(u) = item.udp {
+            let ip = u.first.ip;
+            let head = &mut self.arena[item.start..item.start + ip.len + 8];
+            set_ip_length(head, ip, u.total);
+            head[ip.len + 4..ip.len + 6]
+                .copy_from_slice(&((u.total - ip.len) as u16).to_be_bytes());
+            // NEEDS_CSUM, as for TCP below; the kernel cuts it into datagrams of gso_size.
+            let pseudo = fold(packet_pseudo_sum(head, ip, u.total - ip.len));
+            head[ip.len + 6..ip.len + 8].copy_from_slice(&pseudo.to_be_bytes());
+            item.vnet = VnetHdr {
+                flags: F_NEEDS_CSUM,
+                gso_type: GSO_UDP_L4,
+                hdr_len: (ip.len + 8) as u16,
+                gso_size: u.first.payload as u16,
+                csum_start: ip.len as u16,
+                csum_offset: 6,
+            }
+            .encode();
+            return;
+        }
+        let Some(t) = item.tcp else {
             return;
         };
         let ip = t.seg.ip;
         let head = &mut self.arena[item.start..item.start + t.seg.headers];
-        if ip.v6 {
-            head[4..6].copy_from_slice(&((t.total - 40) as u16).to_be_bytes());
-        } else {
-            head[2..4].copy_from_slice(&(t.total as u16).to_be_bytes());
-            head[10..12].copy_from_slice(&[0, 0]);
-            let sum = ipv4_header_checksum(&head[..ip.len]);
-            head[10..12].copy_from_slice(&sum.to_be_bytes());
-        }
+        set_ip_length(head, ip, t.total);
         if t.psh {
             head[ip.len + 13] |= TCP_PSH;
         }
@@ -316,20 +453,38 @@ impl Coalescer {
     }
 }
 
-/// Whether segment `pkt` may follow `head` in one super-packet: same IP fields that GRO
-/// keeps (IPv4 TOS, TTL, DF; IPv6 traffic class, flow label, hop limit), same TCP header
-/// apart from sequence number, PSH and checksum (so ACK, window, options).
+/// Sets the IP length fields of the super-packet whose headers start `head` to `total`
+/// bytes, and for IPv4 the header checksum.
+fn set_ip_length(head: &mut [u8], ip: IpHeader, total: usize) {
+    if ip.v6 {
+        head[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+    } else {
+        head[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        head[10..12].copy_from_slice(&[0, 0]);
+        let sum = ipv4_header_checksum(&head[..ip.len]);
+        head[10..12].copy_from_slice(&sum.to_be_bytes());
+    }
+}
+
+/// Whether the IP fields that GRO keeps are the same in `head` and `pkt`: IPv4 TOS, TTL, DF;
+/// IPv6 traffic class, flow label, hop limit.
+fn same_ip_fields(head: &[u8], pkt: &[u8], v6: bool) -> bool {
+    if v6 {
+        head[..4] == pkt[..4] && head[7] == pkt[7]
+    } else {
+        head[1] == pkt[1] && head[8] == pkt[8] && (head[6] & 0x40) == (pkt[6] & 0x40)
+    }
+}
+
+/// Whether segment `pkt` may follow `head` in one super-packet: the same IP fields
+/// ([`same_ip_fields`]), the same TCP header apart from sequence number, PSH and checksum (so
+/// ACK, window, options).
 fn same_headers(head: &[u8], pkt: &[u8], h: TcpSegment, p: TcpSegment) -> bool {
     if h.headers != p.headers {
         return false;
     }
-    let ip_same = if h.ip.v6 {
-        head[..4] == pkt[..4] && head[7] == pkt[7]
-    } else {
-        head[1] == pkt[1] && head[8] == pkt[8] && (head[6] & 0x40) == (pkt[6] & 0x40)
-    };
     let (ht, pt) = (&head[h.ip.len..h.headers], &pkt[p.ip.len..p.headers]);
-    ip_same
+    same_ip_fields(head, pkt, h.ip.v6)
         && ht[8..13] == pt[8..13]
         && (ht[13] & !TCP_PSH) == (pt[13] & !TCP_PSH)
         && ht[14..16] == pt[14..16]

@@ -847,3 +847,190 @@ fn room_is_bounded() {
     assert_eq!(pushed, MAX_ITEMS);
     assert_eq!(written(&mut c).len(), MAX_ITEMS);
 }
+
+/// A UDP datagram from `sport` with a valid checksum.
+fn udp_datagram(v6: bool, sport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut pkt = udp_packet(v6, payload);
+    let ihl = if v6 { 40 } else { 20 };
+    pkt[ihl..ihl + 2].copy_from_slice(&sport.to_be_bytes());
+    let mut all = pseudo_bytes(&pkt);
+    all.extend_from_slice(&pkt[ihl..]);
+    let c = reference_checksum(&all);
+    pkt[ihl + 6..ihl + 8].copy_from_slice(&c.to_be_bytes());
+    assert!(transport_ok(&pkt));
+    pkt
+}
+
+#[test]
+fn udp_datagrams_of_a_flow_become_one_super_packet() {
+    for v6 in [false, true] {
+        let ihl = if v6 { 40 } else { 20 };
+        // Five of one size, then a shorter one, which may join and ends the run.
+        let mut pkts: Vec<_> = (0..5)
+            .map(|i| udp_datagram(v6, 5353, &noise(200 + i, 1000)))
+            .collect();
+        pkts.push(udp_datagram(v6, 5353, b"tail"));
+        let mut c = Coalescer::new().joining_udp(true);
+        for p in &pkts {
+            c.push(p);
+        }
+        let out = written(&mut c);
+        assert_eq!(out.len(), 1, "v6={v6}");
+        let hdr = VnetHdr::decode(&out[0]).unwrap();
+        assert_eq!(
+            hdr,
+            VnetHdr {
+                flags: F_NEEDS_CSUM,
+                gso_type: GSO_UDP_L4,
+                hdr_len: (ihl + 8) as u16,
+                gso_size: 1000,
+                csum_start: ihl as u16,
+                csum_offset: 6,
+            }
+        );
+        let sup = &out[0][VNET_HDR_LEN..];
+        assert_eq!(sup.len(), ihl + 8 + 5004);
+        let udp_len = usize::from(u16::from_be_bytes([sup[ihl + 4], sup[ihl + 5]]));
+        assert_eq!(
+            udp_len,
+            8 + 5004,
+            "the UDP length covers the whole, as the kernel checks"
+        );
+        if v6 {
+            assert_eq!(usize::from(u16::from_be_bytes([sup[4], sup[5]])), 8 + 5004);
+        } else {
+            assert_eq!(usize::from(u16::from_be_bytes([sup[2], sup[3]])), sup.len());
+            assert!(ipv4_header_ok(sup));
+        }
+        let mut completed = sup.to_vec();
+        complete_checksum(&mut completed, hdr).unwrap();
+        assert!(
+            transport_ok(&completed),
+            "the pseudo-header sum is the whole's"
+        );
+        assert_resegments_to(&out[0], &pkts);
+    }
+}
+
+#[test]
+fn what_may_not_join_a_udp_run_is_written_as_it_came() {
+    let zero = [0u8; VNET_HDR_LEN];
+    let base = udp_datagram(false, 5353, &noise(1, 1000));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "longer than the first",
+            udp_datagram(false, 5353, &noise(2, 1001)),
+        ),
+        ("other port", udp_datagram(false, 5354, &noise(2, 1000))),
+        ("bad checksum", {
+            let mut p = udp_datagram(false, 5353, &noise(2, 1000));
+            let n = p.len();
+            p[n - 1] ^= 1;
+            p
+        }),
+        ("no checksum", udp_packet(false, &noise(2, 1000))),
+        ("other TTL", {
+            let mut p = udp_datagram(false, 5353, &noise(2, 1000));
+            p[8] = 63;
+            p[10..12].copy_from_slice(&[0, 0]);
+            let c = reference_checksum(&p[..20]);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            p
+        }),
+        ("UDP length short of the packet", {
+            let mut p = udp_datagram(false, 5353, &noise(2, 1000));
+            p[24..26].copy_from_slice(&1000u16.to_be_bytes());
+            p
+        }),
+        ("TCP on the same ports", {
+            let mut p = flow(T, 1).remove(0);
+            p[20..22].copy_from_slice(&5353u16.to_be_bytes());
+            p[22..24].copy_from_slice(&7001u16.to_be_bytes());
+            refresh_tcp_checksum(&mut p);
+            p
+        }),
+    ];
+    for (what, second) in cases {
+        let mut c = Coalescer::new().joining_udp(true);
+        c.push(&base);
+        c.push(&second);
+        let out = written(&mut c);
+        assert_eq!(out.len(), 2, "{what}");
+        assert_eq!(out[0][..VNET_HDR_LEN], zero, "{what}");
+        assert_eq!(out[0][VNET_HDR_LEN..], base[..], "{what}");
+        assert_eq!(out[1][..VNET_HDR_LEN], zero, "{what}");
+        assert_eq!(out[1][VNET_HDR_LEN..], second[..], "{what}");
+    }
+    // A bad first checksum keeps the run from forming: the kernel drops that one alone.
+    let mut bad = base.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    let mut c = Coalescer::new().joining_udp(true);
+    for p in [&bad, &base, &base] {
+        c.push(p);
+    }
+    let out = written(&mut c);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0][VNET_HDR_LEN..], bad[..]);
+    assert_resegments_to(&out[1], &[base.clone(), base.clone()]);
+}
+
+#[test]
+fn a_shorter_datagram_ends_the_run_and_the_next_starts_another() {
+    let full = udp_datagram(true, 5353, &noise(3, 800));
+    let short = udp_datagram(true, 5353, &noise(4, 300));
+    let mut c = Coalescer::new().joining_udp(true);
+    for p in [&full, &short, &full, &full] {
+        c.push(p);
+    }
+    let out = written(&mut c);
+    assert_eq!(out.len(), 2);
+    assert_resegments_to(&out[0], &[full.clone(), short.clone()]);
+    assert_resegments_to(&out[1], &[full.clone(), full.clone()]);
+}
+
+/// Decrypted packets come from peers: damaged ones (a byte changed, cut short, in any mix
+/// with intact ones) must never panic the coalescer.
+#[test]
+fn damaged_packets_never_panic_the_coalescer() {
+    let bases = [
+        flow(T, 2),
+        vec![
+            udp_datagram(false, 5353, &noise(5, 700)),
+            udp_datagram(false, 5353, &noise(6, 700)),
+        ],
+        vec![
+            udp_datagram(true, 5353, &noise(7, 64)),
+            udp_datagram(true, 5353, &noise(8, 64)),
+        ],
+    ];
+    for seed in 0..3000u32 {
+        let r = noise(seed, 8);
+        let mut c = Coalescer::new().joining_udp(true);
+        for (k, base) in bases[usize::from(r[0]) % 3].iter().enumerate() {
+            let mut p = base.clone();
+            if (r[1] >> k) & 1 == 1 {
+                let at = usize::from(r[2 + k]) * p.len() / 256;
+                p[at] ^= r[4 + k] | 1;
+            }
+            if (r[6] >> k) & 1 == 1 {
+                p.truncate(usize::from(r[7]) * p.len() / 256);
+            }
+            c.push(&p);
+        }
+        written(&mut c);
+    }
+}
+
+#[test]
+fn udp_datagrams_join_only_when_asked() {
+    // A kernel without USO refuses a GSO_UDP_L4 write: by default each datagram goes alone.
+    let d = udp_datagram(false, 5353, &noise(9, 500));
+    let mut c = Coalescer::new();
+    for _ in 0..3 {
+        c.push(&d);
+    }
+    let out = written(&mut c);
+    assert_eq!(out.len(), 3);
+    assert!(out.iter().all(|f| f[..VNET_HDR_LEN] == [0; VNET_HDR_LEN]));
+}
