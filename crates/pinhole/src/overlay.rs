@@ -307,13 +307,6 @@ pub enum NetUdp {
     Kernel(UdpSocket),
 }
 
-// `send_many` keeps its default, one datagram per call, on purpose. These are a UDP forward's
-// session sockets into the overlay. On the TUN stack a `sendmmsg` here first let the relay hand
-// the home more than the home could take under a flood, and the home dropped the surplus only
-// after opening it and writing it to its TUN device: 18 % fewer datagrams delivered
-// (alternating builds). Once the home wrote a run of datagrams to its TUN device in one
-// write, the same change gained nothing (58,833 against 58,556 datagrams/s). An expose's
-// sends to its real target are batched.
 impl DatagramSocket for NetUdp {
     async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         match self {
@@ -333,6 +326,15 @@ impl DatagramSocket for NetUdp {
         match self {
             NetUdp::Userspace(s) => s.readable().await,
             NetUdp::Kernel(s) => s.readable().await,
+        }
+    }
+
+    /// On the TUN stack a run of equal datagrams goes into the overlay as one GSO send, which
+    /// reaches the node loop as one TUN read.
+    async fn send_many(&self, bufs: &[&[u8]], to: SocketAddr) -> io::Result<()> {
+        match self {
+            NetUdp::Userspace(s) => s.send_many(bufs, to).await,
+            NetUdp::Kernel(s) => DatagramSocket::send_many(s, bufs, to).await,
         }
     }
 }

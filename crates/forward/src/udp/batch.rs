@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::{Datagram, RECV_BUFFER};
+use super::{Datagram, MAX_DATAGRAM, RECV_BUFFER};
 
 /// Datagrams one call may return.
 pub const SLOTS: usize = 16;
@@ -164,8 +164,15 @@ fn recvmmsg(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends each of `bufs` as one datagram to `to` on `socket`: up to [`SLOTS`] per `sendmmsg`.
-/// A datagram the kernel refuses is skipped and the rest still go; returns the last refusal.
+/// Sends each of `bufs` as one datagram to `to` on `socket`. A run of equal sizes (the last
+/// may be shorter) goes as one `UDP_SEGMENT` send that the kernel cuts into the datagrams
+/// (GSO); the rest go up to [`SLOTS`] per `sendmmsg`. A datagram the kernel refuses is skipped
+/// and the rest still go; returns the last refusal.
+///
+/// Why GSO as well: into a TUN device with UDP offload the run arrives as one packet, one
+/// read for the node loop instead of one per datagram; elsewhere the kernel builds and routes
+/// it once. A device that cannot take it (no checksum offload, say) refuses the send, and
+/// the run goes by `sendmmsg` instead: one wasted call per run, never a lost datagram.
 pub(crate) async fn send_many(
     socket: &UdpSocket,
     bufs: &[&[u8]],
@@ -177,11 +184,22 @@ pub(crate) async fn send_many(
     let to = socket2::SockAddr::from(to);
     let mut rest = bufs;
     let mut failed = Ok(());
+    let mut gso = true;
     while !rest.is_empty() {
+        let run = if gso { gso_run(rest) } else { 1 };
         socket.writable().await?;
-        match socket.try_io(Interest::WRITABLE, || sendmmsg(socket, rest, &to)) {
+        let sent = if run > 1 {
+            socket
+                .try_io(Interest::WRITABLE, || send_gso(socket, &rest[..run], &to))
+                .map(|()| run)
+        } else {
+            socket.try_io(Interest::WRITABLE, || sendmmsg(socket, rest, &to))
+        };
+        match sent {
             Ok(sent) => rest = &rest[sent..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            // Refused as a whole: send this call's datagrams one by one (in batches).
+            Err(_) if run > 1 => gso = false,
             Err(e) => {
                 // The call failed on the first datagram left: drop that one, send the rest.
                 failed = Err(e);
@@ -190,6 +208,73 @@ pub(crate) async fn send_many(
         }
     }
     failed
+}
+
+/// How many of the first of `bufs` one GSO send may carry: datagrams of the first one's size
+/// (not empty), then one shorter, at most [`SLOTS`] and [`MAX_DATAGRAM`] bytes in all (the
+/// super-datagram's length must fit the UDP header).
+fn gso_run(bufs: &[&[u8]]) -> usize {
+    let size = bufs[0].len();
+    if size == 0 {
+        return 1;
+    }
+    let mut total = 0;
+    let mut n = 0;
+    for buf in bufs.iter().take(SLOTS) {
+        if buf.is_empty() || buf.len() > size || total + buf.len() > MAX_DATAGRAM {
+            break;
+        }
+        total += buf.len();
+        n += 1;
+        if buf.len() < size {
+            break;
+        }
+    }
+    n.max(1)
+}
+
+/// One `sendmsg` of `bufs` (at most [`SLOTS`], each but the last of the first one's size) as
+/// one datagram with `UDP_SEGMENT` set to that size: the kernel sends them as separate
+/// datagrams. All or nothing.
+fn send_gso(socket: &UdpSocket, bufs: &[&[u8]], to: &socket2::SockAddr) -> io::Result<()> {
+    let n = bufs.len().min(SLOTS);
+    // SAFETY: all-zero is a valid `iovec` array; the first `n` are filled in below.
+    let mut iovs: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
+    for (iov, buf) in iovs.iter_mut().zip(&bufs[..n]) {
+        *iov = libc::iovec {
+            // The kernel only reads through this pointer (a send).
+            iov_base: buf.as_ptr().cast_mut().cast(),
+            iov_len: buf.len(),
+        };
+    }
+    // Room for one cmsg carrying a u16, aligned for `cmsghdr`.
+    let mut control = [0u64; 4];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&control));
+    // SAFETY: all-zero is a valid `msghdr`; the fields used are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = to.as_ptr().cast_mut().cast();
+    msg.msg_namelen = to.len();
+    msg.msg_iov = iovs.as_mut_ptr();
+    msg.msg_iovlen = n;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: `msg_control` points at `space` zeroed, aligned bytes, enough for the one cmsg
+    // CMSG_FIRSTHDR returns, whose data has room for a u16.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), bufs[0].len() as u16);
+    }
+    // SAFETY: every pointer in `msg` points at live memory for the duration of the call.
+    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// One `sendmmsg` of the first [`SLOTS`] of `bufs` at most; how many the kernel took (≥ 1).
@@ -339,5 +424,56 @@ mod tests {
                 "{local}: whole, in order"
             );
         }
+    }
+
+    /// Runs of equal sizes go as GSO sends and still arrive as the datagrams they were: whole,
+    /// in order, each with its own size, a shorter one ending a run, on IPv4 and IPv6.
+    #[tokio::test]
+    async fn equal_runs_arrive_as_the_datagrams_they_were() {
+        for local in ["127.0.0.1:0", "[::1]:0"] {
+            let from = UdpSocket::bind(local).await.unwrap();
+            let to_socket = UdpSocket::bind(local).await.unwrap();
+            let to = to_socket.local_addr().unwrap();
+            let sizes = [1000; 20]
+                .into_iter()
+                .chain([200, 200, 200, 50, 1, 1, 1300, 1300]);
+            let bufs: Vec<Vec<u8>> = sizes
+                .enumerate()
+                .map(|(i, size)| data(size, i as u64))
+                .collect();
+            assert_eq!(gso_run(&[&bufs[0][..], &bufs[1][..]]), 2);
+            let slices: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
+            send_many(&from, &slices, to).await.unwrap();
+            let mut batch = RecvBatch::new();
+            let mut got = Vec::new();
+            crate::test_util::within("every datagram", async {
+                while got.len() < bufs.len() {
+                    recv_into(&to_socket, &mut batch).await.unwrap();
+                    for i in 0..batch.len() {
+                        got.push(batch.get(i).1.to_vec());
+                    }
+                }
+            })
+            .await;
+            assert!(got == bufs, "{local}: whole, in order, each its own size");
+        }
+    }
+
+    #[test]
+    fn a_gso_run_is_equal_sizes_then_at_most_one_shorter() {
+        let b = |n: usize| vec![7u8; n];
+        let (k, s, l, e) = (b(100), b(40), b(101), b(0));
+        assert_eq!(gso_run(&[&k, &k, &s, &k]), 3, "a shorter one ends the run");
+        assert_eq!(gso_run(&[&k, &l]), 1, "a longer one cannot follow");
+        assert_eq!(gso_run(&[&e, &e]), 1, "empty datagrams go alone");
+        assert_eq!(gso_run(&[&k, &e]), 1);
+        let many: Vec<&[u8]> = std::iter::repeat_n(&k[..], 40).collect();
+        assert_eq!(gso_run(&many), SLOTS);
+        let big = b(30_000);
+        assert_eq!(
+            gso_run(&[&big, &big, &big]),
+            2,
+            "at most MAX_DATAGRAM bytes in all"
+        );
     }
 }
