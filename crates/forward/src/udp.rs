@@ -49,10 +49,11 @@ pub trait DatagramSocket: Send + Sync + 'static {
         buf: &mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
 
-    /// Sends each of `bufs` as one datagram to `to`, in as few calls as the socket allows: a
-    /// burst from one client costs one `sendmmsg` on a kernel socket instead of a call per
-    /// datagram. The default sends them one by one. A datagram that fails (too large, say) is
-    /// skipped and the rest still go; the last such error is returned.
+    /// Sends each of `bufs` as one datagram to `to`, in as few calls as the socket allows: on
+    /// a kernel socket a burst from one client costs a GSO send per run of equal sizes, or a
+    /// `sendmmsg`, instead of a call per datagram. The default sends them one by one. A
+    /// datagram that fails (too large, say) is skipped and the rest still go; the last such
+    /// error is returned.
     fn send_many(
         &self,
         bufs: &[&[u8]],

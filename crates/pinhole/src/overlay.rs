@@ -131,9 +131,7 @@ impl OverlayUdpListener {
     pub fn new(socket: OverlayUdpSocket, range: bool) -> Self {
         Self { socket, range }
     }
-}
 
-impl OverlayUdpListener {
     /// What the forward needs to know of a datagram `from` → our `to`.
     fn datagram(&self, len: usize, from: SocketAddr, to: SocketAddr) -> Datagram {
         Datagram {
