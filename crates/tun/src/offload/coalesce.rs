@@ -276,16 +276,13 @@ impl Coalescer {
         {
             return false;
         }
-        // As for TCP: the kernel trusts a super-packet's checksums, so each is checked here.
-        if !u.head_checked {
-            u.head_checked = true;
-            if !transport_checksum_valid(head, u.first.ip) {
-                u.closed = true;
-                self.items[index].udp = Some(u);
-                return false;
-            }
-        }
-        if !transport_checksum_valid(pkt, d.ip) {
+        let ok = checksums_allow(
+            (head, u.first.ip),
+            (pkt, d.ip),
+            &mut u.head_checked,
+            &mut u.closed,
+        );
+        if !ok {
             self.items[index].udp = Some(u);
             return false;
         }
@@ -319,18 +316,13 @@ impl Coalescer {
         {
             return false;
         }
-        // The kernel will not check the checksum of a super-packet (it trusts
-        // NEEDS_CSUM), so check each segment's here. A wrong one is written on its own and
-        // the kernel drops it as it would have.
-        if !t.head_checked {
-            t.head_checked = true;
-            if !transport_checksum_valid(head, t.seg.ip) {
-                t.closed = true;
-                self.items[index].tcp = Some(t);
-                return false;
-            }
-        }
-        if !transport_checksum_valid(pkt, seg.ip) {
+        let ok = checksums_allow(
+            (head, t.seg.ip),
+            (pkt, seg.ip),
+            &mut t.head_checked,
+            &mut t.closed,
+        );
+        if !ok {
             self.items[index].tcp = Some(t);
             return false;
         }
@@ -451,6 +443,27 @@ impl Coalescer {
         }
         .encode();
     }
+}
+
+/// Whether `pkt` may join the item whose first packet is `head` as far as checksums go. The
+/// kernel will not check the checksum of a super-packet (it trusts NEEDS_CSUM), so each
+/// joining packet's is checked here, and the first one's when the second joins (then
+/// `head_checked`). A wrong one is written on its own and the kernel drops it as it would
+/// have; a wrong first one also closes the item (`closed`).
+fn checksums_allow(
+    (head, head_ip): (&[u8], IpHeader),
+    (pkt, pkt_ip): (&[u8], IpHeader),
+    head_checked: &mut bool,
+    closed: &mut bool,
+) -> bool {
+    if !*head_checked {
+        *head_checked = true;
+        if !transport_checksum_valid(head, head_ip) {
+            *closed = true;
+            return false;
+        }
+    }
+    transport_checksum_valid(pkt, pkt_ip)
 }
 
 /// Sets the IP length fields of the super-packet whose headers start `head` to `total`
