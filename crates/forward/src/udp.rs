@@ -32,10 +32,11 @@ pub const MAX_DATAGRAM: usize = 65_507;
 /// Receive buffers hold any UDP payload (IPv6's limit is 65,527), so nothing is truncated.
 const RECV_BUFFER: usize = 65_536;
 
-/// Idle reply buffers kept for reuse. Why a pool: a session waits for replies without a
-/// buffer ([`DatagramSocket::readable`]) and borrows one only to move a datagram, so 4096
-/// sessions do not cost 4096 × 64 KiB.
-const POOL_SIZE: usize = 8;
+/// Idle reply batches kept for reuse. Why a pool: a session waits for replies without a
+/// buffer ([`DatagramSocket::readable`]) and borrows a batch only to move a burst, so 4096
+/// sessions do not cost 4096 batches. A batch's pages are touched only where datagrams
+/// landed: 64 KiB for a burst of small ones, 1 MiB at most.
+const POOL_SIZE: usize = 2;
 
 /// A datagram socket: a tokio `UdpSocket`, or an overlay UDP socket.
 pub trait DatagramSocket: Send + Sync + 'static {
@@ -144,6 +145,26 @@ pub trait DatagramListener: Send + Sync + 'static {
         }
     }
 
+    /// Sends replies to `to` from `local_port`, each of `bufs` one datagram, in as few calls
+    /// as the listener allows (see [`DatagramSocket::send_many`]). The default sends them one
+    /// by one; a datagram that fails is skipped and the last error returned.
+    fn send_many(
+        &self,
+        bufs: &[&[u8]],
+        to: SocketAddr,
+        local_port: Option<u16>,
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            let mut failed = Ok(());
+            for buf in bufs {
+                if let Err(e) = self.send(buf, to, local_port).await {
+                    failed = Err(e);
+                }
+            }
+            failed
+        }
+    }
+
     /// Sends a reply to `to` from `local_port` (as received in [`Datagram::local_port`]).
     fn send(
         &self,
@@ -169,6 +190,10 @@ impl<T: DatagramSocket> DatagramListener for T {
 
     async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<()> {
         DatagramSocket::recv_batch(self, batch).await
+    }
+
+    async fn send_many(&self, bufs: &[&[u8]], to: SocketAddr, _: Option<u16>) -> io::Result<()> {
+        DatagramSocket::send_many(self, bufs, to).await
     }
 }
 
@@ -307,7 +332,7 @@ async fn run<L: DatagramListener, D: DatagramDialer>(
         options.idle_timeout,
     )));
     let gate = Gate::new(options.admission.clone());
-    let pool = Arc::new(BufferPool::default());
+    let pool = Arc::new(BatchPool::default());
     let tracker = TaskTracker::new();
     let refuse_log = LogLimiter::new(LOG_INTERVAL);
     let error_log = LogLimiter::new(LOG_INTERVAL);
@@ -433,7 +458,8 @@ async fn run<L: DatagramListener, D: DatagramDialer>(
             }
             // Inline: a UDP send waits only while the socket buffer is full, and waiting then is
             // the back-pressure there is (UDP would drop the datagram anyway).
-            if let Err(e) = socket.send_many(&run[..next - first], target).await {
+            if let Err(e) = DatagramSocket::send_many(&*socket, &run[..next - first], target).await
+            {
                 debug!(client = %d.from, error = %e, "udp send upstream failed");
             }
             // The runtime's fairness budget counts calls, not datagrams. Count the rest of the
@@ -462,7 +488,7 @@ struct Replies<L, S: DatagramSocket> {
     target: SocketAddr,
     key: Key,
     table: Table<S>,
-    pool: Arc<BufferPool>,
+    pool: Arc<BatchPool>,
     counters: Arc<Counters>,
 }
 
@@ -475,25 +501,43 @@ impl<L: DatagramListener, S: DatagramSocket> Replies<L, S> {
                 () = stop.cancelled() => return,
                 ready = self.socket.readable() => if ready.is_err() { return },
             }
-            let mut buf = self.pool.take();
+            let mut batch = self.pool.take();
             let got = tokio::select! {
                 biased;
                 () = stop.cancelled() => None,
-                got = self.socket.recv_from(&mut buf) => Some(got),
+                got = self.socket.recv_batch(&mut batch) => Some(got),
             };
             match got {
                 None => return,
-                Some(Ok((n, from)))
-                    if canonical(from.ip()) == canonical(self.target.ip())
-                        && from.port() == self.target.port() =>
-                {
-                    lock(&self.table).touch(&self.key, std::time::Instant::now());
-                    self.counters.add_tx(n as u64);
-                    if let Err(e) = self.listener.send(&buf[..n], client, local_port).await {
-                        debug!(error = %e, "udp reply to the client failed");
+                Some(Ok(())) => {
+                    // The burst goes to the client in one call, as the other way.
+                    let mut replies: [&[u8]; batch::SLOTS] = [&[]; batch::SLOTS];
+                    let (mut n, mut bytes) = (0, 0);
+                    for i in 0..batch.len().min(batch::SLOTS) {
+                        let (d, data) = batch.get(i);
+                        if canonical(d.from.ip()) == canonical(self.target.ip())
+                            && d.from.port() == self.target.port()
+                        {
+                            replies[n] = data;
+                            n += 1;
+                            bytes += d.len;
+                        } else {
+                            debug!(from = %d.from, "udp datagram not from the target dropped");
+                        }
+                    }
+                    if n > 0 {
+                        lock(&self.table).touch(&self.key, std::time::Instant::now());
+                        self.counters.add_tx(bytes as u64);
+                        let sent = self.listener.send_many(&replies[..n], client, local_port);
+                        if let Err(e) = sent.await {
+                            debug!(error = %e, "udp reply to the client failed");
+                        }
+                        // Fairness counted per datagram, as on the way in.
+                        for _ in 1..n {
+                            tokio::task::coop::consume_budget().await;
+                        }
                     }
                 }
-                Some(Ok((_, from))) => debug!(%from, "udp datagram not from the target dropped"),
                 Some(Err(e)) => {
                     // Do not spin on a broken socket: end this session, so the client's next
                     // datagram opens a fresh one.
@@ -505,26 +549,24 @@ impl<L: DatagramListener, S: DatagramSocket> Replies<L, S> {
                     return;
                 }
             }
-            self.pool.give(buf);
+            self.pool.give(batch);
         }
     }
 }
 
-/// Reusable 64 KiB receive buffers; see [`POOL_SIZE`].
+/// Reusable reply batches; see [`POOL_SIZE`].
 #[derive(Default)]
-struct BufferPool(Mutex<Vec<Box<[u8]>>>);
+struct BatchPool(Mutex<Vec<RecvBatch>>);
 
-impl BufferPool {
-    fn take(&self) -> Box<[u8]> {
-        lock(&self.0)
-            .pop()
-            .unwrap_or_else(|| vec![0u8; RECV_BUFFER].into_boxed_slice())
+impl BatchPool {
+    fn take(&self) -> RecvBatch {
+        lock(&self.0).pop().unwrap_or_default()
     }
 
-    fn give(&self, buf: Box<[u8]>) {
+    fn give(&self, batch: RecvBatch) {
         let mut free = lock(&self.0);
         if free.len() < POOL_SIZE {
-            free.push(buf);
+            free.push(batch);
         }
     }
 }

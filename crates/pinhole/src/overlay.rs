@@ -72,6 +72,36 @@ impl DatagramSocket for OverlayUdp {
     async fn readable(&self) -> io::Result<()> {
         self.0.readable().await
     }
+
+    /// Waits for one datagram, then takes the rest of the burst already queued behind it:
+    /// replies reach the forward, and its client, a burst at a time.
+    async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<()> {
+        batch.clear();
+        let (len, from) = self.0.recv_from(batch.slot(0)).await?;
+        let local_port = None;
+        batch.push(
+            0,
+            Datagram {
+                len,
+                from,
+                local_port,
+            },
+        );
+        for slot in 1..BATCH_SLOTS {
+            let Some((len, from, _)) = self.0.try_recv(batch.slot(slot)) else {
+                break;
+            };
+            batch.push(
+                slot,
+                Datagram {
+                    len,
+                    from,
+                    local_port,
+                },
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Opens one overlay UDP socket per public client, aimed at a fixed overlay
@@ -327,11 +357,18 @@ impl DatagramSocket for NetUdp {
         }
     }
 
+    async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<()> {
+        match self {
+            NetUdp::Userspace(s) => DatagramSocket::recv_batch(s, batch).await,
+            NetUdp::Kernel(s) => DatagramSocket::recv_batch(s, batch).await,
+        }
+    }
+
     /// On the TUN stack a run of equal datagrams goes into the overlay as one GSO send, which
     /// reaches the node loop as one TUN read.
     async fn send_many(&self, bufs: &[&[u8]], to: SocketAddr) -> io::Result<()> {
         match self {
-            NetUdp::Userspace(s) => s.send_many(bufs, to).await,
+            NetUdp::Userspace(s) => DatagramSocket::send_many(s, bufs, to).await,
             NetUdp::Kernel(s) => DatagramSocket::send_many(s, bufs, to).await,
         }
     }

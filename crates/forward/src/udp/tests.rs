@@ -276,3 +276,46 @@ async fn an_interleaved_burst_reaches_the_target_in_each_clients_order() {
     shutdown.cancel();
     within("forward stops", task).await.unwrap().unwrap();
 }
+
+/// A burst of replies (runs of equal sizes and not) reaches the client whole and in order,
+/// and a datagram from another address in the middle of it is dropped, not the burst.
+#[tokio::test]
+async fn a_burst_of_replies_reaches_the_client_whole_and_in_order() {
+    let backend = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dialer = UdpDialer::new("127.0.0.1", backend.local_addr().unwrap().port());
+    let running = start(dialer, UdpOptions::default()).await;
+    let client = client().await;
+    let sizes: Vec<usize> = [500; 20]
+        .into_iter()
+        .chain([100; 10])
+        .chain([1400, 7, 1400, 1400, 3000, 0, 64, 64])
+        .collect();
+    let replies: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| data(n, 1000 + i as u64))
+        .collect();
+    client.send_to(b"go", running.addr).await.unwrap();
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let (_, session) = within("the first datagram", backend.recv_from(&mut buf))
+        .await
+        .unwrap();
+    for (i, reply) in replies.iter().enumerate() {
+        backend.send_to(reply, session).await.unwrap();
+        if i == 10 {
+            stranger.send_to(b"not the target", session).await.unwrap();
+        }
+    }
+    let mut got = Vec::new();
+    within("every reply", async {
+        while got.len() < replies.len() {
+            let n = client.recv(&mut buf).await.unwrap();
+            got.push(buf[..n].to_vec());
+        }
+    })
+    .await;
+    assert!(got == replies, "whole, in order, the stranger's datagram left out");
+    running.shutdown.cancel();
+    within("forward stops", running.task).await.unwrap().unwrap();
+}
