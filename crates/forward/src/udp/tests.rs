@@ -315,7 +315,13 @@ async fn a_burst_of_replies_reaches_the_client_whole_and_in_order() {
         }
     })
     .await;
-    assert!(got == replies, "whole, in order, the stranger's datagram left out");
+    assert!(
+        got == replies,
+        "whole, in order, the stranger's datagram left out"
+    );
     running.shutdown.cancel();
-    within("forward stops", running.task).await.unwrap().unwrap();
+    within("forward stops", running.task)
+        .await
+        .unwrap()
+        .unwrap();
 }
