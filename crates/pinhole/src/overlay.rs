@@ -73,35 +73,35 @@ impl DatagramSocket for OverlayUdp {
         self.0.readable().await
     }
 
-    /// Waits for one datagram, then takes the rest of the burst already queued behind it:
-    /// replies reach the forward, and its client, a burst at a time.
+    /// A burst at a time ([`recv_burst`]): replies reach the forward, and its client, so.
     async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<()> {
-        batch.clear();
-        let (len, from) = self.0.recv_from(batch.slot(0)).await?;
-        let local_port = None;
-        batch.push(
-            0,
-            Datagram {
-                len,
-                from,
-                local_port,
-            },
-        );
-        for slot in 1..BATCH_SLOTS {
-            let Some((len, from, _)) = self.0.try_recv(batch.slot(slot)) else {
-                break;
-            };
-            batch.push(
-                slot,
-                Datagram {
-                    len,
-                    from,
-                    local_port,
-                },
-            );
-        }
-        Ok(())
+        recv_burst(&self.0, false, batch).await
     }
+}
+
+/// Receives a burst from `socket` into `batch` (emptied first): waits for one datagram, then
+/// takes what is already queued behind it, up to a batch. `range`: the socket serves a port
+/// range, so each datagram's local port is kept.
+async fn recv_burst(
+    socket: &OverlayUdpSocket,
+    range: bool,
+    batch: &mut RecvBatch,
+) -> io::Result<()> {
+    let datagram = |(len, from, to): (usize, SocketAddr, SocketAddr)| Datagram {
+        len,
+        from,
+        local_port: range.then_some(to.port()),
+    };
+    batch.clear();
+    let first = socket.recv(batch.slot(0)).await?;
+    batch.push(0, datagram(first));
+    for slot in 1..BATCH_SLOTS {
+        let Some(next) = socket.try_recv(batch.slot(slot)) else {
+            break;
+        };
+        batch.push(slot, datagram(next));
+    }
+    Ok(())
 }
 
 /// Opens one overlay UDP socket per public client, aimed at a fixed overlay
@@ -161,36 +161,21 @@ impl OverlayUdpListener {
     pub fn new(socket: OverlayUdpSocket, range: bool) -> Self {
         Self { socket, range }
     }
-
-    /// What the forward needs to know of a datagram `from` → our `to`.
-    fn datagram(&self, len: usize, from: SocketAddr, to: SocketAddr) -> Datagram {
-        Datagram {
-            len,
-            from,
-            local_port: self.range.then_some(to.port()),
-        }
-    }
 }
 
 impl DatagramListener for OverlayUdpListener {
     async fn recv(&self, buf: &mut [u8]) -> io::Result<Datagram> {
         let (len, from, to) = self.socket.recv(buf).await?;
-        Ok(self.datagram(len, from, to))
+        Ok(Datagram {
+            len,
+            from,
+            local_port: self.range.then_some(to.port()),
+        })
     }
 
-    /// Waits for one datagram, then takes the rest of the burst already queued behind it, so
-    /// the forward sends a client's burst on in one call.
+    /// A burst at a time ([`recv_burst`]): the forward sends a client's burst on in one call.
     async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<()> {
-        batch.clear();
-        let (len, from, to) = self.socket.recv(batch.slot(0)).await?;
-        batch.push(0, self.datagram(len, from, to));
-        for slot in 1..BATCH_SLOTS {
-            let Some((len, from, to)) = self.socket.try_recv(batch.slot(slot)) else {
-                break;
-            };
-            batch.push(slot, self.datagram(len, from, to));
-        }
-        Ok(())
+        recv_burst(&self.socket, self.range, batch).await
     }
 
     async fn send(&self, buf: &[u8], to: SocketAddr, local_port: Option<u16>) -> io::Result<usize> {
