@@ -214,6 +214,9 @@ pub async fn run_with_reload(
                     Ok(changes) => tracing::info!("reloaded {}: {changes}", peer.config.path.display()),
                     Err(why) => tracing::warn!("reload refused, nothing changed: {why}"),
                 }
+                // Status shows the reload before its caller hears it is done: a `status` sent
+                // right after the answer, served by another thread, saw the old forwards.
+                view.set(peer.snapshot());
                 let _ = reply.send(result);
             }
         }
