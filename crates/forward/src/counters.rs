@@ -64,8 +64,9 @@ impl Counters {
         self.tx_bytes.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+    /// Counts `n` refused connections or datagrams.
+    pub(crate) fn refused(&self, n: u64) {
+        self.refused.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn failed(&self) {
@@ -106,7 +107,7 @@ mod tests {
         assert_eq!((s.active, s.total), (0, 2));
         c.add_rx(5);
         c.add_tx(7);
-        c.refused();
+        c.refused(1);
         c.failed();
         let s = c.snapshot();
         assert_eq!((s.rx_bytes, s.tx_bytes, s.refused, s.failed), (5, 7, 1, 1));

@@ -238,7 +238,7 @@ struct Shared<H> {
 
 impl<H> Shared<H> {
     fn refused(&self, client: SocketAddr, reason: &str) {
-        self.counters.refused();
+        self.counters.refused(1);
         match self.refuse_log.check() {
             Some(suppressed) => warn!(%client, reason, suppressed, "connection refused"),
             None => debug!(%client, reason, "connection refused"),

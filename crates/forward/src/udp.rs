@@ -390,7 +390,8 @@ async fn run<L: DatagramListener, D: DatagramDialer>(
                         gate.check(d.from.ip(), now).err().map(|r| r.to_string())
                     };
                     if let Some(reason) = refusal {
-                        counters.refused();
+                        // The whole run is refused, and `refused` counts datagrams.
+                        counters.refused((next - first) as u64);
                         match refuse_log.check() {
                             Some(suppressed) => {
                                 warn!(client = %d.from, reason, suppressed, "udp datagram refused")
@@ -452,14 +453,13 @@ async fn run<L: DatagramListener, D: DatagramDialer>(
             };
             let mut run: [&[u8]; batch::SLOTS] = [&[]; batch::SLOTS];
             for (slot, i) in run.iter_mut().zip(first..next) {
-                let (d, bytes) = batch.get(i);
-                counters.add_rx(d.len as u64);
-                *slot = bytes;
+                *slot = batch.get(i).1;
             }
+            let run = &run[..next - first];
+            counters.add_rx(run.iter().map(|d| d.len() as u64).sum());
             // Inline: a UDP send waits only while the socket buffer is full, and waiting then is
             // the back-pressure there is (UDP would drop the datagram anyway).
-            if let Err(e) = DatagramSocket::send_many(&*socket, &run[..next - first], target).await
-            {
+            if let Err(e) = DatagramSocket::send_many(&*socket, run, target).await {
                 debug!(client = %d.from, error = %e, "udp send upstream failed");
             }
             // The runtime's fairness budget counts calls, not datagrams. Count the rest of the

@@ -325,3 +325,37 @@ async fn a_burst_of_replies_reaches_the_client_whole_and_in_order() {
         .unwrap()
         .unwrap();
 }
+
+/// `refused` counts datagrams, as documented, also when a refused client's burst is read
+/// in one batch.
+#[tokio::test]
+async fn each_datagram_of_a_refused_burst_is_counted() {
+    let options = UdpOptions {
+        admission: Admission {
+            deny: vec![(IpAddr::from([127, 0, 0, 2]), 32)],
+            ..Admission::default()
+        },
+        ..UdpOptions::default()
+    };
+    let listener = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let denied = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    // Queued before the forward starts, so its first read takes all five at once.
+    for i in 0..5u8 {
+        denied.send_to(&[i], addr).await.unwrap();
+    }
+    let counters = Arc::new(Counters::default());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve_udp(
+        "refused",
+        listener,
+        echo_backend().await,
+        options,
+        Arc::clone(&counters),
+        shutdown.clone(),
+    ));
+    wait_until("five refused", || counters.snapshot().refused == 5).await;
+    shutdown.cancel();
+    within("forward stops", task).await.unwrap().unwrap();
+    assert_eq!(counters.snapshot().refused, 5);
+}
