@@ -197,30 +197,28 @@ pub async fn run_with_reload(
     }
 
     let outcome = loop {
-        tokio::select! {
+        let reply = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
             ended = &mut node_task => break match ended {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(anyhow::Error::new(e).context("the tunnel stopped")),
                 Err(e) => Err(anyhow::Error::new(e).context("the tunnel task failed")),
             },
-            _ = reload.notified() => match peer.reload(&node_tx).await {
-                Ok(changes) => tracing::info!("reloaded {}: {changes}", peer.config.path.display()),
-                Err(why) => tracing::warn!("reload refused, nothing changed: {why}"),
-            },
-            Some(reply) = reload_rx.recv() => {
-                let result = peer.reload(&node_tx).await;
-                match &result {
-                    Ok(changes) => tracing::info!("reloaded {}: {changes}", peer.config.path.display()),
-                    Err(why) => tracing::warn!("reload refused, nothing changed: {why}"),
-                }
-                // Status shows the reload before its caller hears it is done: a `status` sent
-                // right after the answer, served by another thread, saw the old forwards.
-                view.set(peer.snapshot());
-                let _ = reply.send(result);
-            }
+            // SIGHUP has nobody to answer; `pinhole reload` waits for the outcome.
+            _ = reload.notified() => None,
+            Some(reply) = reload_rx.recv() => Some(reply),
+        };
+        let result = peer.reload(&node_tx).await;
+        match &result {
+            Ok(changes) => tracing::info!("reloaded {}: {changes}", peer.config.path.display()),
+            Err(why) => tracing::warn!("reload refused, nothing changed: {why}"),
         }
+        // Status shows the reload before its caller hears it is done: a `status` sent right
+        // after the answer, served by another thread, saw the old forwards.
         view.set(peer.snapshot());
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
     };
 
     peer.stop_accepting().await;
