@@ -193,7 +193,7 @@ impl Gate {
     /// Only the per-source rate limit (behind a balancer: per client named in the header).
     pub(crate) fn check_rate(&self, ip: IpAddr, now: Instant) -> Result<(), Refused> {
         if let Some(rates) = &self.rates {
-            let mut rates = rates.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rates = crate::lock(rates);
             if !rates.take(ip, now) {
                 return Err(Refused::RateLimited);
             }

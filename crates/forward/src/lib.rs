@@ -46,6 +46,13 @@ mod test_util;
 mod udp;
 mod udp_sessions;
 
+/// Locks `m`, taking over a lock poisoned by a panicking holder. Why that is sound here: this
+/// crate's locks guard lists and tables (sessions, free pipes, rate buckets) that every
+/// holder leaves consistent between statements; a panic elsewhere must not take them down.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub use admission::{Admission, Rate, Refused, MAX_TRACKED_SOURCES};
 pub use cidr::Cidr;
 pub use counters::{Counters, CountersSnapshot};

@@ -29,6 +29,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::lock;
 use crate::offload::{OffloadProgress, Offloaded};
 use crate::splice::{Side, SpliceEnd};
 
@@ -99,10 +100,6 @@ impl PipePool {
     fn counts(&self) -> (u64, usize) {
         (self.open.load(Ordering::Relaxed), lock(&self.free).len())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[derive(Debug)]

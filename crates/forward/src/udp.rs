@@ -19,6 +19,7 @@ use tracing::{debug, debug_span, info_span, warn, Instrument};
 use crate::admission::{Admission, Gate};
 use crate::cidr::canonical;
 use crate::counters::{ActiveGuard, Counters};
+use crate::lock;
 use crate::ratelimit::{LogLimiter, LOG_INTERVAL};
 use crate::task_span;
 use crate::udp_sessions::Sessions;
@@ -294,10 +295,6 @@ struct Session<S> {
 }
 
 type Table<S> = Arc<Mutex<Sessions<Key, Session<S>>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Serves one UDP forward or expose until `shutdown` is cancelled, then closes every session
 /// and returns once their tasks have ended.
