@@ -233,20 +233,26 @@ fn gso_run(bufs: &[&[u8]]) -> usize {
     n.max(1)
 }
 
+/// An `iovec` for each of the first [`SLOTS`] of `bufs` at most, and how many.
+fn send_iovecs(bufs: &[&[u8]]) -> ([libc::iovec; SLOTS], usize) {
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iovs = [empty; SLOTS];
+    for (iov, buf) in iovs.iter_mut().zip(bufs) {
+        // The kernel only reads through this pointer (a send).
+        iov.iov_base = buf.as_ptr().cast_mut().cast();
+        iov.iov_len = buf.len();
+    }
+    (iovs, bufs.len().min(SLOTS))
+}
+
 /// One `sendmsg` of `bufs` (at most [`SLOTS`], each but the last of the first one's size) as
 /// one datagram with `UDP_SEGMENT` set to that size: the kernel sends them as separate
 /// datagrams. All or nothing.
 fn send_gso(socket: &UdpSocket, bufs: &[&[u8]], to: &socket2::SockAddr) -> io::Result<()> {
-    let n = bufs.len().min(SLOTS);
-    // SAFETY: all-zero is a valid `iovec` array; the first `n` are filled in below.
-    let mut iovs: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
-    for (iov, buf) in iovs.iter_mut().zip(&bufs[..n]) {
-        *iov = libc::iovec {
-            // The kernel only reads through this pointer (a send).
-            iov_base: buf.as_ptr().cast_mut().cast(),
-            iov_len: buf.len(),
-        };
-    }
+    let (mut iovs, n) = send_iovecs(bufs);
     // Room for one cmsg carrying a u16, aligned for `cmsghdr`.
     let mut control = [0u64; 4];
     // SAFETY: CMSG_SPACE only computes a size.
@@ -279,17 +285,11 @@ fn send_gso(socket: &UdpSocket, bufs: &[&[u8]], to: &socket2::SockAddr) -> io::R
 
 /// One `sendmmsg` of the first [`SLOTS`] of `bufs` at most; how many the kernel took (≥ 1).
 fn sendmmsg(socket: &UdpSocket, bufs: &[&[u8]], to: &socket2::SockAddr) -> io::Result<usize> {
-    let n = bufs.len().min(SLOTS);
-    // SAFETY (for the zeroed values): all-zero is a valid `iovec` and `mmsghdr`, and each one
-    // used is filled in below.
-    let mut iovs: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
+    let (mut iovs, n) = send_iovecs(bufs);
+    // SAFETY: all-zero is a valid `mmsghdr` (null pointers, zero lengths); each one used is
+    // filled in below.
     let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
     for i in 0..n {
-        iovs[i] = libc::iovec {
-            // The kernel only reads through this pointer (a send).
-            iov_base: bufs[i].as_ptr().cast_mut().cast(),
-            iov_len: bufs[i].len(),
-        };
         hdrs[i].msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
         hdrs[i].msg_hdr.msg_namelen = to.len();
         hdrs[i].msg_hdr.msg_iov = std::ptr::addr_of_mut!(iovs[i]);
