@@ -51,8 +51,8 @@ pub struct SendBatch {
     runs: Vec<Run>,
 }
 
-/// One system call's worth of a [`SendBatch`].
-#[derive(Debug, PartialEq, Eq)]
+/// One message's worth of a [`SendBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segments<'a> {
     /// Where every datagram of the run goes.
     pub dst: SocketAddr,

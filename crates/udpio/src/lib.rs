@@ -1,13 +1,15 @@
 //! The UDP socket WireGuard datagrams come in and go out by, with the kernel's
 //! batching: one `recvmmsg` takes many datagrams, UDP GRO hands over a run of
-//! one peer's datagrams in one buffer, and UDP GSO sends a run in one
-//! `sendmsg`. A datagram per system call is what holds userspace WireGuard to
-//! a few hundred Mbit/s (docs/benchmarks.md); this is where that goes.
+//! one peer's datagrams in one buffer, UDP GSO sends a run as one message, and
+//! one `sendmmsg` sends a batch's runs together. A datagram per system call is
+//! what holds userspace WireGuard to a few hundred Mbit/s (docs/benchmarks.md);
+//! this is where that goes.
 //!
-//! The system calls and control messages are `quinn-udp`'s, so the only
-//! `unsafe` here is one `setsockopt` and the registrations with the runtime.
-//! Where the kernel has no GSO or GRO the same calls move one datagram at a
-//! time.
+//! Receiving is `quinn-udp`'s (its `recvmmsg` and GRO control messages).
+//! Sending is our own `sendmmsg` (the `send` module): `quinn-udp` sends one run
+//! per call, and turns GSO off for the whole socket after one refused send,
+//! where only that destination needs it off. Where the kernel has no GSO or
+//! GRO the same calls move one datagram at a time.
 //!
 //! Two system calls per wake-up are saved on the latency path (measured with
 //! `strace` on a 64-byte round trip, docs/benchmarks.md): the socket is
@@ -18,6 +20,7 @@
 //! `EAGAIN`.
 
 mod batch;
+mod send;
 
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
@@ -27,7 +30,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 pub use batch::{Segments, SendBatch, MAX_GSO_BYTES};
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use quinn_udp::{RecvMeta, UdpSocketState};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -187,65 +190,85 @@ impl UdpIo {
     }
 
     /// Sends every run of `batch` (waiting while the socket buffer is full)
-    /// and empties it. A failed send is logged at most every 10 s and the
-    /// datagrams are dropped: WireGuard's peers retransmit.
+    /// and empties it, up to [`send::MMSG`] runs per system call. A failed
+    /// send is logged at most every 10 s and the datagrams are dropped:
+    /// WireGuard's peers retransmit.
     pub async fn send(&mut self, batch: &mut SendBatch) {
         if !self.no_gso.is_empty() {
             // Expired entries go, or every datagram would keep paying a lookup.
             let now = Instant::now();
             self.no_gso.retain(|_, until| *until > now);
         }
-        for run in batch.runs() {
-            let dst = if self.dual_stack {
-                mapped(run.dst)
-            } else {
-                run.dst
-            };
-            match (
-                self.send_run(dst, run.bytes, run.segment_size).await,
-                run.segment_size,
-            ) {
-                (Ok(()), _) => {}
-                // A GSO send refused: EMSGSIZE when a segment no longer fits the
-                // path MTU (the kernel would have fragmented single datagrams),
-                // EIO/EINVAL where the device or kernel cannot segment (quinn-udp
-                // then turns GSO off for the socket). Nothing is lost: the run goes
-                // out one datagram at a time, and so does everything to this
-                // destination for a while.
-                (Err(e), Some(size)) => {
-                    tracing::debug!(to = %run.dst, error = %e, "GSO send refused; sending one datagram per system call");
-                    self.remember_no_gso(run.dst);
-                    for datagram in run.bytes.chunks(size) {
-                        if let Err(e) = self.send_run(dst, datagram, None).await {
+        let runs = batch.runs().count();
+        let mut done = 0;
+        while done < runs {
+            let fd = self.socket.get_ref().as_raw_fd();
+            let dual_stack = self.dual_stack;
+            let sent = send::send_runs(fd, batch.runs().skip(done), |dst| {
+                if dual_stack {
+                    mapped(dst)
+                } else {
+                    dst
+                }
+            });
+            match sent {
+                Ok(n) => done += n.max(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = wait_writable(self.socket.get_ref()).await {
+                        if let Some(run) = batch.runs().nth(done) {
                             self.log_send_error(run.dst, &e);
                         }
+                        done += 1;
                     }
                 }
-                (Err(e), None) => self.log_send_error(run.dst, &e),
+                Err(e) => {
+                    // Only the first run offered failed: those before it went.
+                    if let Some(run) = batch.runs().nth(done) {
+                        self.resend_alone(run, &e).await;
+                    }
+                    done += 1;
+                }
             }
         }
         batch.clear();
     }
 
-    async fn send_run(
-        &self,
-        destination: SocketAddr,
-        contents: &[u8],
-        segment_size: Option<usize>,
-    ) -> io::Result<()> {
-        let transmit = Transmit {
-            destination,
-            ecn: None,
-            contents,
-            segment_size,
-            src_ip: None,
+    /// A run the kernel refused. With GSO: EMSGSIZE when a segment no longer
+    /// fits the path MTU (the kernel would have fragmented single datagrams),
+    /// EIO/EINVAL where the device or kernel cannot segment. Nothing is lost:
+    /// the run goes out one datagram at a time, and so does everything to this
+    /// destination for a while; other destinations keep GSO. Without GSO the
+    /// error is logged and the datagram dropped.
+    async fn resend_alone(&mut self, run: Segments<'_>, e: &io::Error) {
+        let Some(size) = run.segment_size else {
+            self.log_send_error(run.dst, e);
+            return;
         };
+        tracing::debug!(to = %run.dst, error = %e, "GSO send refused; sending one datagram per system call");
+        self.remember_no_gso(run.dst);
+        for datagram in run.bytes.chunks(size) {
+            let single = Segments {
+                dst: run.dst,
+                bytes: datagram,
+                segment_size: None,
+            };
+            if let Err(e) = self.send_one(single).await {
+                self.log_send_error(run.dst, &e);
+            }
+        }
+    }
+
+    /// Sends one run by itself, waiting while the socket buffer is full.
+    async fn send_one(&self, run: Segments<'_>) -> io::Result<()> {
+        let dual_stack = self.dual_stack;
+        let map = |dst| if dual_stack { mapped(dst) } else { dst };
         loop {
-            match self.state.try_send(self.socket.get_ref().into(), &transmit) {
+            let fd = self.socket.get_ref().as_raw_fd();
+            match send::send_runs(fd, std::iter::once(run), map) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     wait_writable(self.socket.get_ref()).await?;
                 }
-                other => return other,
+                other => return other.map(drop),
             }
         }
     }

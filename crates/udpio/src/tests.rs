@@ -133,6 +133,91 @@ async fn a_refused_gso_send_is_resent_one_datagram_at_a_time() {
 }
 
 #[tokio::test]
+async fn more_runs_than_one_call_carries_arrive_in_order_at_each_destination() {
+    let mut tx = loopback().await;
+    let mut rx1 = loopback().await;
+    let mut rx2 = loopback().await;
+    let (to1, to2) = (rx1.local_addr().unwrap(), rx2.local_addr().unwrap());
+    // Alternating destinations: every three datagrams start a new run, so the
+    // batch holds 40 runs, more than one `sendmmsg` takes.
+    let mut sent1 = Vec::new();
+    let mut sent2 = Vec::new();
+    let mut batch = SendBatch::new();
+    for i in 0..40 {
+        let (to, sent) = if i % 2 == 0 {
+            (to1, &mut sent1)
+        } else {
+            (to2, &mut sent2)
+        };
+        for j in 0..3 {
+            let d = datagram(i * 3 + j, 200 + i);
+            batch.push(to, &d, tx.max_segments());
+            sent.push(d);
+        }
+    }
+    assert!(batch.runs().count() > send::MMSG);
+    let first = tokio::spawn(async move { receive(&mut rx1, 60).await });
+    let second = tokio::spawn(async move { receive(&mut rx2, 60).await });
+    tx.send(&mut batch).await;
+    assert!(batch.is_empty());
+
+    for (got, sent) in [
+        (first.await.unwrap(), sent1),
+        (second.await.unwrap(), sent2),
+    ] {
+        let bytes: Vec<Vec<u8>> = got.into_iter().map(|(_, b)| b).collect();
+        assert_eq!(bytes, sent);
+    }
+}
+
+#[tokio::test]
+async fn a_refused_run_among_others_goes_alone_and_other_destinations_keep_gso() {
+    let mut tx = loopback().await;
+    let mut refusing = loopback().await;
+    let mut other = loopback().await;
+    let (to_refusing, to_other) = (refusing.local_addr().unwrap(), other.local_addr().unwrap());
+    if tx.max_segments() == 1 {
+        eprintln!("no UDP GSO on this kernel: nothing to refuse");
+        return;
+    }
+    // A run the kernel refuses (more segments than it takes in one send)
+    // between two it accepts, all in one batch.
+    let before: Vec<Vec<u8>> = (0..3).map(|i| datagram(i, 100)).collect();
+    let refused: Vec<Vec<u8>> = (0..130).map(|i| datagram(i + 3, 100)).collect();
+    let after: Vec<Vec<u8>> = (0..3).map(|i| datagram(i + 133, 100)).collect();
+    let mut batch = SendBatch::new();
+    for d in &before {
+        batch.push(to_other, d, 1_000);
+    }
+    for d in &refused {
+        batch.push(to_refusing, d, 1_000);
+    }
+    for d in &after {
+        batch.push(to_other, d, 1_000);
+    }
+    assert_eq!(batch.runs().count(), 3);
+    let at_refusing = tokio::spawn(async move { receive(&mut refusing, 130).await });
+    let at_other = tokio::spawn(async move { receive(&mut other, 6).await });
+    tx.send(&mut batch).await;
+
+    let bytes = |got: Vec<(SocketAddr, Vec<u8>)>| -> Vec<Vec<u8>> {
+        got.into_iter().map(|(_, b)| b).collect()
+    };
+    assert_eq!(bytes(at_refusing.await.unwrap()), refused);
+    assert_eq!(bytes(at_other.await.unwrap()), [before, after].concat());
+    assert_eq!(tx.max_segments_to(to_refusing), 1);
+    assert_eq!(
+        tx.max_segments_to(to_other),
+        tx.max_segments(),
+        "one destination's refusal leaves the others their GSO"
+    );
+    assert!(
+        tx.max_segments() > 1,
+        "nor is GSO turned off for the socket"
+    );
+}
+
+#[tokio::test]
 async fn a_datagram_after_a_drained_queue_still_wakes_the_reader() {
     let mut tx = loopback().await;
     let mut rx = loopback().await;
