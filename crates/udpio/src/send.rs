@@ -25,8 +25,9 @@ type CmsgBuf = [u64; 4];
 /// Sends the first [`MMSG`] of `runs` (what the iterator yields after that is
 /// left alone) in one `sendmmsg`, each to its own destination, where `map`
 /// turns a destination into what the socket can send to. Returns how many runs
-/// went: at least one; when fewer than were offered, the next one's error shows
-/// on the next call. An error means the first run did not go.
+/// went: at least one when any was offered; when fewer went than were offered,
+/// the next one's error shows on the next call. An error means the first run
+/// did not go.
 pub(crate) fn send_runs<'a>(
     fd: RawFd,
     runs: impl Iterator<Item = Segments<'a>>,
