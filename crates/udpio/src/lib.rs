@@ -23,7 +23,7 @@ mod batch;
 mod send;
 
 use std::collections::HashMap;
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::task::{Context, Poll, Waker};
@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 pub use batch::{Segments, SendBatch, MAX_GSO_BYTES};
 use quinn_udp::{RecvMeta, UdpSocketState};
+pub use send::{send_messages, Message, MMSG};
+use socket2::SockAddr;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -190,7 +192,7 @@ impl UdpIo {
     }
 
     /// Sends every run of `batch` (waiting while the socket buffer is full)
-    /// and empties it, up to [`send::MMSG`] runs per system call. A failed
+    /// and empties it, up to [`MMSG`] runs per system call. A failed
     /// send is logged at most every 10 s and the datagrams are dropped:
     /// WireGuard's peers retransmit.
     pub async fn send(&mut self, batch: &mut SendBatch) {
@@ -202,16 +204,7 @@ impl UdpIo {
         let runs = batch.runs().count();
         let mut done = 0;
         while done < runs {
-            let fd = self.socket.get_ref().as_raw_fd();
-            let dual_stack = self.dual_stack;
-            let sent = send::send_runs(fd, batch.runs().skip(done), |dst| {
-                if dual_stack {
-                    mapped(dst)
-                } else {
-                    dst
-                }
-            });
-            match sent {
+            match self.send_runs(batch.runs().skip(done)) {
                 Ok(n) => done += n.max(1),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if let Err(e) = wait_writable(self.socket.get_ref()).await {
@@ -231,6 +224,47 @@ impl UdpIo {
             }
         }
         batch.clear();
+    }
+
+    /// Sends the first [`MMSG`] of `runs` in one `sendmmsg`, as [`send_messages`] counts
+    /// them. A run whose segment size does not fit a `u16` (none does: runs are built from
+    /// datagrams that fit an Ethernet MTU) ends the call before it, or fails it when first.
+    fn send_runs<'a>(&self, runs: impl Iterator<Item = Segments<'a>>) -> io::Result<usize> {
+        let mut dsts: [Option<SockAddr>; MMSG] = Default::default();
+        let mut bytes: [&[u8]; MMSG] = [&[]; MMSG];
+        let mut sizes: [Option<u16>; MMSG] = [None; MMSG];
+        let mut count = 0;
+        for run in runs.take(MMSG) {
+            let size = match run.segment_size.map(u16::try_from).transpose() {
+                Ok(size) => size,
+                Err(_) if count > 0 => break,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "GSO segment over 65,535 bytes",
+                    ))
+                }
+            };
+            let dst = if self.dual_stack {
+                mapped(run.dst)
+            } else {
+                run.dst
+            };
+            dsts[count] = Some(SockAddr::from(dst));
+            bytes[count] = run.bytes;
+            sizes[count] = size;
+            count += 1;
+        }
+        let Some(first) = dsts[0].as_ref() else {
+            return Ok(0);
+        };
+        let iovs: [IoSlice<'_>; MMSG] = std::array::from_fn(|i| IoSlice::new(bytes[i]));
+        let msgs: [Message<'_>; MMSG] = std::array::from_fn(|i| Message {
+            to: dsts[i].as_ref().unwrap_or(first),
+            iov: std::slice::from_ref(&iovs[i]),
+            segment_size: sizes[i],
+        });
+        send_messages(self.socket.get_ref(), &msgs[..count])
     }
 
     /// A run the kernel refused. With GSO: EMSGSIZE when a segment no longer
@@ -260,11 +294,8 @@ impl UdpIo {
 
     /// Sends one run by itself, waiting while the socket buffer is full.
     async fn send_one(&self, run: Segments<'_>) -> io::Result<()> {
-        let dual_stack = self.dual_stack;
-        let map = |dst| if dual_stack { mapped(dst) } else { dst };
         loop {
-            let fd = self.socket.get_ref().as_raw_fd();
-            match send::send_runs(fd, std::iter::once(run), map) {
+            match self.send_runs(std::iter::once(run)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     wait_writable(self.socket.get_ref()).await?;
                 }

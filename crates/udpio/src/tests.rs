@@ -155,7 +155,7 @@ async fn more_runs_than_one_call_carries_arrive_in_order_at_each_destination() {
             sent.push(d);
         }
     }
-    assert!(batch.runs().count() > send::MMSG);
+    assert!(batch.runs().count() > MMSG);
     let first = tokio::spawn(async move { receive(&mut rx1, 60).await });
     let second = tokio::spawn(async move { receive(&mut rx2, 60).await });
     tx.send(&mut batch).await;

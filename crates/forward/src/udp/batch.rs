@@ -8,10 +8,11 @@
 //! the kernel gives it pages only where datagrams land, the first page of a slot for small
 //! ones.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
+use pinhole_udpio::{send_messages, Message};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -233,84 +234,39 @@ fn gso_run(bufs: &[&[u8]]) -> usize {
     n.max(1)
 }
 
-/// An `iovec` for each of the first [`SLOTS`] of `bufs` at most, and how many.
-fn send_iovecs(bufs: &[&[u8]]) -> ([libc::iovec; SLOTS], usize) {
-    let empty = libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    };
-    let mut iovs = [empty; SLOTS];
-    for (iov, buf) in iovs.iter_mut().zip(bufs) {
-        // The kernel only reads through this pointer (a send).
-        iov.iov_base = buf.as_ptr().cast_mut().cast();
-        iov.iov_len = buf.len();
-    }
-    (iovs, bufs.len().min(SLOTS))
-}
-
 /// One `sendmsg` of `bufs` (at most [`SLOTS`], each but the last of the first one's size) as
-/// one datagram with `UDP_SEGMENT` set to that size: the kernel sends them as separate
+/// one message with `UDP_SEGMENT` set to that size: the kernel sends them as separate
 /// datagrams. All or nothing.
 fn send_gso(socket: &UdpSocket, bufs: &[&[u8]], to: &socket2::SockAddr) -> io::Result<()> {
-    let (mut iovs, n) = send_iovecs(bufs);
-    // Room for one cmsg carrying a u16, aligned for `cmsghdr`.
-    let mut control = [0u64; 4];
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
-    debug_assert!(space <= std::mem::size_of_val(&control));
-    // SAFETY: all-zero is a valid `msghdr`; the fields used are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = to.as_ptr().cast_mut().cast();
-    msg.msg_namelen = to.len();
-    msg.msg_iov = iovs.as_mut_ptr();
-    msg.msg_iovlen = n;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: `msg_control` points at `space` zeroed, aligned bytes, enough for the one cmsg
-    // CMSG_FIRSTHDR returns, whose data has room for a u16.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_UDP;
-        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), bufs[0].len() as u16);
-    }
-    // SAFETY: every pointer in `msg` points at live memory for the duration of the call.
-    let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let bufs = &bufs[..bufs.len().min(SLOTS)];
+    let size = u16::try_from(bufs[0].len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "datagram over 65,535 bytes"))?;
+    let iovs: [IoSlice<'_>; SLOTS] =
+        std::array::from_fn(|i| IoSlice::new(bufs.get(i).copied().unwrap_or_default()));
+    let message = Message {
+        to,
+        iov: &iovs[..bufs.len()],
+        segment_size: Some(size),
+    };
+    send_messages(socket, &[message]).map(drop)
 }
 
-/// One `sendmmsg` of the first [`SLOTS`] of `bufs` at most; how many the kernel took (≥ 1).
+/// One `sendmmsg` of the first [`SLOTS`] of `bufs` at most, each its own datagram; how many
+/// the kernel took (≥ 1).
 fn sendmmsg(socket: &UdpSocket, bufs: &[&[u8]], to: &socket2::SockAddr) -> io::Result<usize> {
-    let (mut iovs, n) = send_iovecs(bufs);
-    // SAFETY: all-zero is a valid `mmsghdr` (null pointers, zero lengths); each one used is
-    // filled in below.
-    let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
-    for i in 0..n {
-        hdrs[i].msg_hdr.msg_name = to.as_ptr().cast_mut().cast();
-        hdrs[i].msg_hdr.msg_namelen = to.len();
-        hdrs[i].msg_hdr.msg_iov = std::ptr::addr_of_mut!(iovs[i]);
-        hdrs[i].msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: the first `n` headers point at `to` and at their own `iovec`, which points at a
-    // caller's buffer; all outlive the call, and the kernel writes only `msg_len`.
-    let sent = unsafe {
-        libc::sendmmsg(
-            socket.as_raw_fd(),
-            hdrs.as_mut_ptr(),
-            n as libc::c_uint,
-            libc::MSG_DONTWAIT,
-        )
-    };
-    match sent {
-        s if s < 0 => Err(io::Error::last_os_error()),
+    let n = bufs.len().min(SLOTS);
+    let iovs: [IoSlice<'_>; SLOTS] =
+        std::array::from_fn(|i| IoSlice::new(bufs.get(i).copied().unwrap_or_default()));
+    let messages: [Message<'_>; SLOTS] = std::array::from_fn(|i| Message {
+        to,
+        iov: std::slice::from_ref(&iovs[i]),
+        segment_size: None,
+    });
+    match send_messages(socket, &messages[..n])? {
         // Not expected for a non-empty batch; an error (not "would block", which would wait
         // for a readiness edge that may never come) skips one datagram rather than spin.
         0 => Err(io::Error::other("sendmmsg sent nothing")),
-        s => Ok(s as usize),
+        sent => Ok(sent),
     }
 }
 
