@@ -486,10 +486,20 @@ measure_rr() {
 }
 
 measure_cps() {
-    local s=$1 run=$2 out
+    local s=$1 run=$2 out m0 m1 n
+    m0=$(machine_busy_ticks)
     out=$(run_in "$NS_CLIENT" timeout 60 "$BENCHNET" cps "$RELAY_PUBLIC_IP:$(relay_port "$s" 2)" \
         --seconds "$CPS_SECONDS" --threads "$CPS_THREADS" 2>&1) || note "$s: connection test failed: $out"
+    m1=$(machine_busy_ticks)
     sample "$s" cps "$run" "$(jget per_second <<<"$out")" "\"errors\":$(jget errors <<<"$out")"
+    # What one connection costs the whole machine (load tools, both peers, the kernel's work in
+    # every namespace): a subject whose chain keeps the machine busy and one that waits on it
+    # show apart here, where connections/s alone does not tell them apart.
+    n=$(jget connections <<<"$out")
+    if [[ $n =~ ^[0-9]+$ && $n -gt 0 ]]; then
+        sample "$s" cpu_machine_per_conn_us "$run" \
+            "$(awk -v c=$((m1 - m0)) -v t="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {printf "%.1f", c / t / n * 1e6}')"
+    fi
     # Let the forwarder finish closing (TIME_WAIT, lingering FINs) before the next subject.
     sleep 0.3
 }

@@ -34,6 +34,7 @@ FIGURES = [
     ("rr_p50_us", "64 B request/response p50", "µs", "down", 0),
     ("rr_p99_us", "64 B request/response p99", "µs", "down", 0),
     ("cps", "new forwarded connections", "conn/s", "up", 0),
+    ("cpu_machine_per_conn_us", "CPU of the whole machine per new connection", "µs", "down", 0),
     ("udp_pps", "UDP forward, delivered", "packets/s", "up", 0),
     ("cpu_proc_per_gb", "CPU of relay+home processes", "CPU-s/GB", "down", 1),
     ("cpu_machine_per_gb", "CPU of the whole machine", "CPU-s/GB", "down", 1),
