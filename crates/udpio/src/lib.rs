@@ -82,6 +82,7 @@ impl UdpIo {
         let dual_stack = socket.local_addr()?.is_ipv6();
         let state = UdpSocketState::new((&socket).into())?;
         allow_fragmentation(&socket, dual_stack);
+        no_unread_control_messages(&socket, dual_stack);
         // Leaves the runtime's read-and-write registration for a read-only one.
         let socket = socket.into_std()?;
         // SAFETY: `AsyncFd` takes the socket by value, so its descriptor stays open,
@@ -414,6 +415,20 @@ fn allow_fragmentation(socket: &UdpSocket, v6: bool) {
             libc::IPV6_PMTUDISC_WANT,
         );
         set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
+    }
+}
+
+/// Turns off the control messages `quinn-udp` asks for and nothing here reads: the packet's
+/// destination address and its TOS or traffic class. The kernel writes each of them into every
+/// received datagram's header: ~0.2 µs per receive together (a `recvmmsg` on loopback, 1.38
+/// against 1.17 µs with only the GRO message left). Best effort, as above.
+fn no_unread_control_messages(socket: &UdpSocket, v6: bool) {
+    let fd = socket.as_raw_fd();
+    set_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 0);
+    set_int(fd, libc::IPPROTO_IP, libc::IP_RECVTOS, 0);
+    if v6 {
+        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 0);
+        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 0);
     }
 }
 

@@ -245,3 +245,34 @@ async fn a_socket_with_room_is_writable_at_once() {
         .expect("an empty send buffer has room")
         .unwrap();
 }
+
+/// An `int` socket option, read back.
+fn get_int(io: &UdpIo, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+    let mut value: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the socket is open for the call, and `value` and `len` are live and sized.
+    let rc = unsafe {
+        libc::getsockopt(
+            io.socket.get_ref().as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt: {}", io::Error::last_os_error());
+    value
+}
+
+#[tokio::test]
+async fn the_kernel_is_not_asked_for_control_messages_nothing_reads() {
+    let io = loopback().await;
+    assert_eq!(get_int(&io, libc::IPPROTO_IP, libc::IP_PKTINFO), 0);
+    assert_eq!(get_int(&io, libc::IPPROTO_IP, libc::IP_RECVTOS), 0);
+    let dual = UdpIo::new(UdpSocket::bind("[::]:0").await.unwrap()).unwrap();
+    assert_eq!(
+        get_int(&dual, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+        0
+    );
+    assert_eq!(get_int(&dual, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS), 0);
+}
