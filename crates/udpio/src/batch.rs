@@ -58,8 +58,9 @@ pub struct Segments<'a> {
     pub dst: SocketAddr,
     /// The datagrams, end to end.
     pub bytes: &'a [u8],
-    /// The size of each datagram but the last, when there is more than one.
-    pub segment_size: Option<usize>,
+    /// The size of each datagram but the last, when there is more than one: the
+    /// `UDP_SEGMENT` value, which the kernel takes as a `u16`.
+    pub segment_size: Option<u16>,
 }
 
 impl SendBatch {
@@ -140,7 +141,9 @@ impl SendBatch {
         self.runs.iter().map(|run| Segments {
             dst: run.dst,
             bytes: &self.buf[run.start..run.start + run.len],
-            segment_size: (run.count > 1).then_some(run.segment),
+            // A run of more than one was only joined while its size fit an Ethernet
+            // MTU (`max_segment`), so the size fits a u16.
+            segment_size: (run.count > 1).then_some(run.segment as u16),
         })
     }
 
@@ -165,7 +168,7 @@ mod tests {
     fn shape(batch: &SendBatch) -> Vec<(SocketAddr, usize, Option<usize>)> {
         batch
             .runs()
-            .map(|s| (s.dst, s.bytes.len(), s.segment_size))
+            .map(|s| (s.dst, s.bytes.len(), s.segment_size.map(usize::from)))
             .collect()
     }
 

@@ -228,24 +228,13 @@ impl UdpIo {
     }
 
     /// Sends the first [`MMSG`] of `runs` in one `sendmmsg`, as [`send_messages`] counts
-    /// them. A run whose segment size does not fit a `u16` (none does: runs are built from
-    /// datagrams that fit an Ethernet MTU) ends the call before it, or fails it when first.
+    /// them.
     fn send_runs<'a>(&self, runs: impl Iterator<Item = Segments<'a>>) -> io::Result<usize> {
         let mut dsts: [Option<SockAddr>; MMSG] = Default::default();
         let mut bytes: [&[u8]; MMSG] = [&[]; MMSG];
         let mut sizes: [Option<u16>; MMSG] = [None; MMSG];
         let mut count = 0;
         for run in runs.take(MMSG) {
-            let size = match run.segment_size.map(u16::try_from).transpose() {
-                Ok(size) => size,
-                Err(_) if count > 0 => break,
-                Err(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "GSO segment over 65,535 bytes",
-                    ))
-                }
-            };
             let dst = if self.dual_stack {
                 mapped(run.dst)
             } else {
@@ -253,7 +242,7 @@ impl UdpIo {
             };
             dsts[count] = Some(SockAddr::from(dst));
             bytes[count] = run.bytes;
-            sizes[count] = size;
+            sizes[count] = run.segment_size;
             count += 1;
         }
         let Some(first) = dsts[0].as_ref() else {
@@ -261,6 +250,7 @@ impl UdpIo {
         };
         let iovs: [IoSlice<'_>; MMSG] = std::array::from_fn(|i| IoSlice::new(bytes[i]));
         let msgs: [Message<'_>; MMSG] = std::array::from_fn(|i| Message {
+            // Past `count` a placeholder: those messages are not sent.
             to: dsts[i].as_ref().unwrap_or(first),
             iov: std::slice::from_ref(&iovs[i]),
             segment_size: sizes[i],
@@ -281,7 +271,7 @@ impl UdpIo {
         };
         tracing::debug!(to = %run.dst, error = %e, "GSO send refused; sending one datagram per system call");
         self.remember_no_gso(run.dst);
-        for datagram in run.bytes.chunks(size) {
+        for datagram in run.bytes.chunks(usize::from(size)) {
             let single = Segments {
                 dst: run.dst,
                 bytes: datagram,
