@@ -234,19 +234,22 @@ fn gso_run(bufs: &[&[u8]]) -> usize {
     n.max(1)
 }
 
-/// One `sendmsg` of `bufs` (at most [`SLOTS`], each but the last of the first one's size) as
-/// one message with `UDP_SEGMENT` set to that size: the kernel sends them as separate
-/// datagrams. All or nothing.
+/// The first [`SLOTS`] of `bufs` as `IoSlice`s, empty past them.
+fn io_slices<'a>(bufs: &[&'a [u8]]) -> [IoSlice<'a>; SLOTS] {
+    std::array::from_fn(|i| IoSlice::new(bufs.get(i).copied().unwrap_or_default()))
+}
+
+/// One message of `bufs` (at most [`SLOTS`], each but the last of the first one's size, as
+/// [`gso_run`] picks them) with `UDP_SEGMENT` set to that size: the kernel sends them as
+/// separate datagrams. All or nothing.
 fn send_gso(socket: &UdpSocket, bufs: &[&[u8]], to: &socket2::SockAddr) -> io::Result<()> {
-    let bufs = &bufs[..bufs.len().min(SLOTS)];
-    let size = u16::try_from(bufs[0].len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "datagram over 65,535 bytes"))?;
-    let iovs: [IoSlice<'_>; SLOTS] =
-        std::array::from_fn(|i| IoSlice::new(bufs.get(i).copied().unwrap_or_default()));
+    let n = bufs.len().min(SLOTS);
+    let iovs = io_slices(bufs);
     let message = Message {
         to,
-        iov: &iovs[..bufs.len()],
-        segment_size: Some(size),
+        iov: &iovs[..n],
+        // `gso_run` keeps a run within MAX_DATAGRAM bytes, so each size fits.
+        segment_size: Some(bufs[0].len() as u16),
     };
     send_messages(socket, &[message]).map(drop)
 }
@@ -255,8 +258,7 @@ fn send_gso(socket: &UdpSocket, bufs: &[&[u8]], to: &socket2::SockAddr) -> io::R
 /// the kernel took (≥ 1).
 fn sendmmsg(socket: &UdpSocket, bufs: &[&[u8]], to: &socket2::SockAddr) -> io::Result<usize> {
     let n = bufs.len().min(SLOTS);
-    let iovs: [IoSlice<'_>; SLOTS] =
-        std::array::from_fn(|i| IoSlice::new(bufs.get(i).copied().unwrap_or_default()));
+    let iovs = io_slices(bufs);
     let messages: [Message<'_>; SLOTS] = std::array::from_fn(|i| Message {
         to,
         iov: std::slice::from_ref(&iovs[i]),
