@@ -286,14 +286,11 @@ impl Coalescer {
             self.items[index].udp = Some(u);
             return false;
         }
-        let start = self.arena.len();
-        self.arena.extend_from_slice(&pkt[d.ip.len + 8..]);
         u.total += d.payload;
         // The receiver cuts the super-packet at gso_size: only the last may be shorter.
         u.closed = d.payload < u.first.payload;
-        let item = &mut self.items[index];
-        item.merged.push((start, d.payload));
-        item.udp = Some(u);
+        self.items[index].udp = Some(u);
+        self.append(index, &pkt[d.ip.len + 8..]);
         true
     }
 
@@ -326,8 +323,6 @@ impl Coalescer {
             self.items[index].tcp = Some(t);
             return false;
         }
-        let start = self.arena.len();
-        self.arena.extend_from_slice(&pkt[seg.headers..]);
         t.next_seq = t.next_seq.wrapping_add(seg.payload as u32);
         t.total += seg.payload;
         if seg.payload < t.seg.payload {
@@ -338,10 +333,16 @@ impl Coalescer {
             t.psh = true;
             t.closed = true;
         }
-        let item = &mut self.items[index];
-        item.merged.push((start, seg.payload));
-        item.tcp = Some(t);
+        self.items[index].tcp = Some(t);
+        self.append(index, &pkt[seg.headers..]);
         true
+    }
+
+    /// Adds `payload` to item `index` as its next merged segment.
+    fn append(&mut self, index: usize, payload: &[u8]) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(payload);
+        self.items[index].merged.push((start, payload.len()));
     }
 
     /// Writes every queued packet with `write`, in order, each as one call with its
