@@ -485,6 +485,33 @@ measure_rr() {
     sample "$s" rr_p99_us "$run" "$(jget p99_us <<<"$out")"
 }
 
+# The CPUs this script may use ("0-1"), and the first of them: the one-core latency test's core.
+ALL_CPUS=$(taskset -c -p $$ | awk '{print $NF}')
+ONE_CPU=${ALL_CPUS%%[-,]*}
+
+# chain_affinity SUBJECT CPUS : every thread of the subject's relay and home processes, and of
+# the echo service, allowed only CPUS. Children forked later (socat's per connection) inherit it.
+chain_affinity() {
+    local s=$1 cpus=$2 p
+    for p in $(relay_pids "$s") $(home_pids "$s") "${PID_OF[echo]}"; do
+        taskset -a -c -p "$cpus" "$p" >/dev/null 2>&1 || note "$s: cannot set the CPU affinity of PID $p"
+    done
+}
+
+# measure_rr_one_core SUBJECT RUN : the latency test with the client, the service and the
+# subject's processes all on one core. On a virtual machine, waking a process on an idle core
+# costs tens of microseconds (a UDP ping-pong between two processes: 12 µs on one core, 63 µs
+# across two, docs/benchmarks.md), and how many of a round trip's hops cross cores is the
+# scheduler's choice. On one core that cost is gone and the chain's own work is what is left.
+measure_rr_one_core() {
+    local s=$1 run=$2 out
+    chain_affinity "$s" "$ONE_CPU"
+    out=$(run_in "$NS_CLIENT" timeout 60 taskset -c "$ONE_CPU" "$BENCHNET" rr "$RELAY_PUBLIC_IP:$(relay_port "$s" 2)" \
+        --count "$RR_COUNT" --size 64 --warmup 50 2>&1) || note "$s: one-core latency test failed: $out"
+    chain_affinity "$s" "$ALL_CPUS"
+    sample "$s" rr_p50_one_core_us "$run" "$(jget p50_us <<<"$out")"
+}
+
 measure_cps() {
     local s=$1 run=$2 out m0 m1 n
     m0=$(machine_busy_ticks)

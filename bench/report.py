@@ -33,6 +33,7 @@ FIGURES = [
     ("tcp_4_down", "TCP 4 streams, home→client (-R)", "Mbit/s", "up", 0),
     ("rr_p50_us", "64 B request/response p50", "µs", "down", 0),
     ("rr_p99_us", "64 B request/response p99", "µs", "down", 0),
+    ("rr_p50_one_core_us", "64 B request/response p50, chain on one core", "µs", "down", 0),
     ("cps", "new forwarded connections", "conn/s", "up", 0),
     ("cpu_machine_per_conn_us", "CPU of the whole machine per new connection", "µs", "down", 0),
     ("udp_pps", "UDP forward, delivered", "packets/s", "up", 0),

@@ -122,6 +122,7 @@ for ((run = 1; run <= RUNS; run++)); do
     done
     for s in "${order[@]}"; do record_cpu "$s" "$run"; done
     for s in "${order[@]}"; do measure_rr "$s" "$run"; done
+    for s in "${order[@]}"; do measure_rr_one_core "$s" "$run"; done
     for s in "${order[@]}"; do measure_cps "$s" "$run"; done
     for s in "${order[@]}"; do measure_udp "$s" "$run"; done
     say "run $run done ($(fmt_ms $(($(now_ms) - BENCH_T0))) s so far)"
