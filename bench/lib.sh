@@ -498,6 +498,20 @@ chain_affinity() {
     done
 }
 
+# machine_wake COUNT : two threads bouncing a UDP datagram (benchnet pingpong) on one core, then
+# with every core allowed; sets WAKE_ONE_US and WAKE_ALL_US (p50 round trips). Their difference is
+# what a wake-up on another core costs this machine: the key to its latency figures.
+machine_wake() {
+    local one all
+    one=$(run_in "$NS_CLIENT" taskset -c "$ONE_CPU" "$BENCHNET" pingpong 127.0.0.1:0 --count "$1" 2>&1) ||
+        note "machine: ping-pong on one core failed: $one"
+    all=$(run_in "$NS_CLIENT" "$BENCHNET" pingpong 127.0.0.1:0 --count "$1" 2>&1) ||
+        note "machine: ping-pong across cores failed: $all"
+    WAKE_ONE_US=$(jget p50_us <<<"$one")
+    WAKE_ALL_US=$(jget p50_us <<<"$all")
+    say "this machine: two threads' UDP ping-pong, p50 $WAKE_ONE_US µs on one core, $WAKE_ALL_US µs across cores"
+}
+
 # measure_rr_one_core SUBJECT RUN : the latency test with the client, the service and the
 # subject's processes all on one core. On a virtual machine, waking a process on an idle core
 # costs tens of microseconds (a UDP ping-pong between two processes: 12 µs on one core, 63 µs

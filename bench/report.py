@@ -68,6 +68,15 @@ def load(samples_path):
     return by, extra
 
 
+def wake_note(machine):
+    """What a wake-up on another core costs the machine, when the bench measured it."""
+    one, all_ = machine.get("pingpong_one_core_p50_us"), machine.get("pingpong_all_cores_p50_us")
+    if one is None or all_ is None:
+        return ""
+    return (f"; two threads' UDP ping-pong {one:g} µs on one core, {all_:g} µs across cores"
+            " (the latency figures pay the difference at each hand-over that crosses)")
+
+
 def fmt(v, decimals):
     if v is None:
         return "–"
@@ -195,7 +204,7 @@ def render(results, figures, meta, notes, active):
     amount = f"{meta['tcp_bytes']}B" if meta.get("tcp_bytes") else f"{meta['tcp_seconds']:g} s"
     foot.append(
         f"Median of {runs} run{'s' if runs != 1 else ''} ({meta['date']}, {meta['machine']['cpus']} cores, "
-        f"kernel {meta['machine']['kernel']}; iperf3 {amount} per test, "
+        f"kernel {meta['machine']['kernel']}{wake_note(meta['machine'])}; iperf3 {amount} per test, "
         f"{meta['rr_count']} round trips, connections for {meta['cps_seconds']:g} s with "
         f"{meta['cps_threads']} connectors, UDP {meta['udp_size']}-byte payloads for "
         f"{meta['udp_seconds']:g} s; memory figures from one run). Pinhole {meta['versions']['pinhole']}. "

@@ -57,6 +57,7 @@ if [[ $SMOKE == 1 ]]; then
     SECONDS_TCP=${BENCH_SECONDS:-1}
     TCP_BYTES=${BENCH_TCP_BYTES-8M}
     RR_COUNT=${BENCH_RR_COUNT:-100}
+    PINGPONG_COUNT=2000
     CPS_SECONDS=${BENCH_CPS_SECONDS:-0.5}
     UDP_SECONDS=${BENCH_UDP_SECONDS:-0.5}
     IDLE_COUNTS=${BENCH_IDLE:-100}
@@ -66,6 +67,7 @@ else
     SECONDS_TCP=${BENCH_SECONDS:-2}
     TCP_BYTES=${BENCH_TCP_BYTES:-}
     RR_COUNT=${BENCH_RR_COUNT:-2000}
+    PINGPONG_COUNT=20000
     CPS_SECONDS=${BENCH_CPS_SECONDS:-1}
     UDP_SECONDS=${BENCH_UDP_SECONDS:-1}
     IDLE_COUNTS=${BENCH_IDLE:-1000 10000}
@@ -102,6 +104,7 @@ source "$BENCH_DIR/lib.sh"
 BENCH_T0=$(now_ms)
 say "bench: runs=$RUNS tcp=${SECONDS_TCP}s rr=$RR_COUNT cps=${CPS_SECONDS}s udp=${UDP_SECONDS}s idle=[$IDLE_COUNTS] smoke=$SMOKE"
 bench_network
+machine_wake "$PINGPONG_COUNT"
 bench_up "${SUBJECTS[@]}"
 for s in "${ACTIVE[@]}"; do record_status "$s" VmRSS rest; done
 
@@ -160,6 +163,7 @@ version() { "$@" 2>&1 | head -n 1 || true; }
 BM_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) BM_SMOKE=$SMOKE BM_RUNS=$RUNS BM_TCP=$SECONDS_TCP BM_TCP_BYTES=${TCP_BYTES:-} \
     BM_RR=$RR_COUNT BM_CPS=$CPS_SECONDS BM_CPS_THREADS=$CPS_THREADS BM_UDP=$UDP_SECONDS \
     BM_UDP_SIZE=$UDP_SIZE BM_IDLE="$IDLE_COUNTS" BM_ELAPSED=$elapsed_ms BM_SUBJECTS="${ACTIVE[*]}" \
+    BM_WAKE_ONE=$WAKE_ONE_US BM_WAKE_ALL=$WAKE_ALL_US \
     BM_KERNEL=$(uname -r) BM_CPUS=$(nproc) BM_MEM=$(free -h | awk '/Mem:/ {print $2}') \
     BM_CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//') \
     BM_PINHOLE=${BENCH_PINHOLE_LABEL:-$( (cd "$REPO" && git describe --always --dirty 2>/dev/null) || echo unknown)} \
@@ -171,6 +175,11 @@ BM_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) BM_SMOKE=$SMOKE BM_RUNS=$RUNS BM_TCP=$SEC
     python3 - "$meta" "$notes" <<'EOF'
 import json, os, sys
 e = os.environ
+def num(v):
+    try:
+        return float(v)
+    except ValueError:
+        return None
 notes = {}
 for line in open(sys.argv[2]):
     k, _, v = line.rstrip("\n").partition("\t")
@@ -184,7 +193,9 @@ meta = {
     "elapsed_seconds": round(int(e["BM_ELAPSED"]) / 1000, 1),
     "subjects": e["BM_SUBJECTS"].split(), "notes": notes,
     "machine": {"kernel": e["BM_KERNEL"], "cpus": int(e["BM_CPUS"]), "memory": e["BM_MEM"],
-                "cpu_model": e["BM_CPU_MODEL"]},
+                "cpu_model": e["BM_CPU_MODEL"],
+                "pingpong_one_core_p50_us": num(e["BM_WAKE_ONE"]),
+                "pingpong_all_cores_p50_us": num(e["BM_WAKE_ALL"])},
     "versions": {"pinhole": e["BM_PINHOLE"], "pinhole_binary": e["BM_PINHOLE_BIN"],
                  "wireguard-go": e["BM_WGGO"], "socat": e["BM_SOCAT"],
                  "rathole": e["BM_RATHOLE"] or None, "iperf3": e["BM_IPERF"]},

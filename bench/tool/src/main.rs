@@ -15,6 +15,8 @@
 //!   benchnet hold TARGET [--count 1000] [--threads 8] [--hold-seconds 60]
 //!                                                  open COUNT connections (each verified by a
 //!                                                  1-byte echo), print, then hold them idle
+//!   benchnet pingpong BIND [--count 20000]         two threads bounce a UDP datagram on BIND's
+//!                                                  address: what waking a thread costs here
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -56,6 +58,7 @@ fn main() {
             opt(&opts, "threads", 8),
             opt(&opts, "hold-seconds", 60),
         ),
+        "pingpong" => pingpong(addr, opt(&opts, "count", 20000)),
         _ => usage(),
     }
 }
@@ -244,6 +247,52 @@ fn rr(target: SocketAddr, count: u64, size: u64, warmup: u64) {
         percentile(&samples, 50.0),
         percentile(&samples, 99.0),
         samples.last().copied().unwrap_or(0.0)
+    );
+}
+
+/// Two threads bounce a 64-byte datagram between two UDP sockets on `bind`'s address, each
+/// asleep in `recv` while the other works: a round trip is two wake-ups and little else. Run
+/// under `taskset` with one CPU and with all of them, it shows what a wake-up on another core
+/// costs this machine, the cost a forwarder's round trip pays at each hand-over that crosses.
+fn pingpong(bind: SocketAddr, count: u64) {
+    let sock = || {
+        let s = UdpSocket::bind(bind).unwrap_or_else(|e| fail("bind", e));
+        s.set_read_timeout(Some(IO_TIMEOUT))
+            .unwrap_or_else(|e| fail("set_read_timeout", e));
+        s
+    };
+    let (ping, pong) = (sock(), sock());
+    let addr = |s: &UdpSocket| s.local_addr().unwrap_or_else(|e| fail("local_addr", e));
+    ping.connect(addr(&pong))
+        .unwrap_or_else(|e| fail("connect", e));
+    pong.connect(addr(&ping))
+        .unwrap_or_else(|e| fail("connect", e));
+    let echo = thread::spawn(move || {
+        let mut b = [0u8; 64];
+        // Until the pinger's 1-byte goodbye, or its silence.
+        while let Ok(n) = pong.recv(&mut b) {
+            if n < b.len() || pong.send(&b[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let (warmup, mut b) = (200, [0x42u8; 64]);
+    let mut samples = Vec::with_capacity(count as usize);
+    for i in 0..warmup + count {
+        let t = Instant::now();
+        ping.send(&b).unwrap_or_else(|e| fail("send", e));
+        ping.recv(&mut b).unwrap_or_else(|e| fail("recv", e));
+        if i >= warmup {
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let _ = ping.send(&[0]);
+    let _ = echo.join();
+    samples.sort_by(f64::total_cmp);
+    println!(
+        r#"{{"count":{count},"p50_us":{:.1},"p99_us":{:.1}}}"#,
+        percentile(&samples, 50.0),
+        percentile(&samples, 99.0)
     );
 }
 
