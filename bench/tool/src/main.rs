@@ -227,20 +227,30 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Runs `round_trip` `warmup` times untimed, then `count` times timed: the times in µs, sorted.
+fn timed(warmup: u64, count: u64, mut round_trip: impl FnMut()) -> Vec<f64> {
+    for _ in 0..warmup {
+        round_trip();
+    }
+    let mut samples: Vec<f64> = (0..count)
+        .map(|_| {
+            let t = Instant::now();
+            round_trip();
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples
+}
+
 fn rr(target: SocketAddr, count: u64, size: u64, warmup: u64) {
     let mut s = connect(target).unwrap_or_else(|e| fail("connect", e));
     let req = vec![0x42u8; size as usize];
     let mut resp = vec![0u8; size as usize];
-    let mut samples = Vec::with_capacity(count as usize);
-    for i in 0..warmup + count {
-        let t = Instant::now();
+    let samples = timed(warmup, count, || {
         s.write_all(&req).unwrap_or_else(|e| fail("write", e));
         s.read_exact(&mut resp).unwrap_or_else(|e| fail("read", e));
-        if i >= warmup {
-            samples.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-    }
-    samples.sort_by(f64::total_cmp);
+    });
     let mean = samples.iter().sum::<f64>() / samples.len().max(1) as f64;
     println!(
         r#"{{"count":{count},"size":{size},"p50_us":{:.1},"p99_us":{:.1},"mean_us":{mean:.1},"max_us":{:.1}}}"#,
@@ -276,19 +286,13 @@ fn pingpong(bind: SocketAddr, count: u64) {
             }
         }
     });
-    let (warmup, mut b) = (200, [0x42u8; 64]);
-    let mut samples = Vec::with_capacity(count as usize);
-    for i in 0..warmup + count {
-        let t = Instant::now();
+    let mut b = [0x42u8; 64];
+    let samples = timed(200, count, || {
         ping.send(&b).unwrap_or_else(|e| fail("send", e));
         ping.recv(&mut b).unwrap_or_else(|e| fail("recv", e));
-        if i >= warmup {
-            samples.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-    }
+    });
     let _ = ping.send(&[0]);
     let _ = echo.join();
-    samples.sort_by(f64::total_cmp);
     println!(
         r#"{{"count":{count},"p50_us":{:.1},"p99_us":{:.1}}}"#,
         percentile(&samples, 50.0),
