@@ -7,16 +7,23 @@
 //! Through a pipe, one `splice` moves what the source socket holds into the pipe and another
 //! moves it on: a TUN relay at full upload needs a fifth less CPU (docs/benchmarks.md).
 //!
+//! Only bulk is spliced. A direction that moves a message at a time (a request, an answer)
+//! copies it: one `recv` into the stack and one `send` cost what two splices do, and need no
+//! pipe. Reads that fill what they ask for switch the direction to splices (see
+//! [`Direction::read`], also for why a splice is never a direction's last read: TCP urgent
+//! data).
+//!
 //! A pipe costs two descriptors, so pipes are not held per connection: a direction borrows
-//! one from a small [`PipePool`] when it has bytes to move and gives it back, empty, as soon
-//! as its source has nothing more for now. When every pipe is lent, it copies through a
-//! small buffer instead. Idle connections hold no pipe.
+//! one from a small [`PipePool`] when it has bulk to move and gives it back, empty, as soon
+//! as its source has nothing more for now. When every pipe is lent, it copies instead. Idle
+//! connections hold no pipe.
 //!
 //! Runs in the connection's task as an [`Offloaded`] splice, so [`supervise`](crate::supervise)
 //! keeps the idle and half-close timeouts and the live counters, as for every splice.
 
 use std::future::Future;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
@@ -40,7 +47,10 @@ const PIPE_BYTES: usize = 256 * 1024;
 /// What a pipe holds when `F_SETPIPE_SZ` is refused: Linux's default, 16 pages.
 const DEFAULT_PIPE_BYTES: usize = 16 * 4096;
 
-/// The buffer a direction copies through when no pipe is free.
+/// What one copying read takes: the read that starts a wake-up of a direction that moves
+/// little at a time, the read after a splice that came back short, and every read when no
+/// pipe is free. Read into the stack; only what the destination does not take at once is
+/// kept, on the heap.
 const COPY_BYTES: usize = 16 * 1024;
 
 /// Moves one task makes before it lets others run.
@@ -167,10 +177,15 @@ struct Direction {
     pipe: Option<Pipe>,
     /// Bytes in the pipe, not yet in the destination.
     in_pipe: usize,
-    /// Copy mode: bytes in `buf[start..end]` wait for the destination.
+    /// Bytes a copying read took that the destination has not: `buf[start..end]`.
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// The next read copies instead of splicing (see [`Direction::read`]).
+    copy_next: bool,
+    /// A read in this wake-up filled what it asked for: the direction moves bulk, and its
+    /// next wake-up starts with a splice.
+    bulk: bool,
     eof: bool,
     done: bool,
     /// Bytes delivered to the destination.
@@ -187,6 +202,8 @@ impl Direction {
             buf: Vec::new(),
             start: 0,
             end: 0,
+            copy_next: true,
+            bulk: false,
             eof: false,
             done: false,
             moved: 0,
@@ -252,29 +269,42 @@ impl Direction {
                 activity.happened();
                 return Poll::Ready(Ok(()));
             }
-            if self.pipe.is_none() {
-                self.pipe = pool.take();
-            }
-            let read = src.try_io(Interest::READABLE, || match &self.pipe {
-                Some(pipe) => splice(src.as_raw_fd(), pipe.write.as_raw_fd(), pipe.capacity),
-                None => {
-                    if self.buf.is_empty() {
-                        self.buf = vec![0; COPY_BYTES];
+            // Not zeroed: only what `recv` wrote is read back (`Got::Copied`).
+            let mut scratch = [MaybeUninit::<u8>::uninit(); COPY_BYTES];
+            match self.read(src, pool, &mut scratch) {
+                Ok(Got::Spliced(n)) => self.in_pipe = n,
+                Ok(Got::Copied(0)) => self.eof = true,
+                Ok(Got::Copied(n)) => {
+                    // SAFETY: `recv` wrote the first `n` bytes of `scratch` (it returned `n`,
+                    // at most `scratch.len()`), and `MaybeUninit<u8>` has `u8`'s layout.
+                    let copied =
+                        unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
+                    // Passed on at once; what the destination does not take waits in `buf`.
+                    let written =
+                        dst.try_io(Interest::WRITABLE, || (&*SockRef::from(dst)).write(copied));
+                    let taken = match written {
+                        Ok(taken) => taken,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+                        Err(e) => return Poll::Ready(Err(self.dst.error(&e))),
+                    };
+                    if taken > 0 {
+                        self.moved += taken as u64;
+                        *last_activity = Instant::now();
+                        activity.happened();
                     }
-                    (&*SockRef::from(src)).read(&mut self.buf)
+                    if taken < n {
+                        self.buf = copied[taken..].to_vec();
+                        (self.start, self.end) = (0, n - taken);
+                    }
                 }
-            });
-            match read {
-                Ok(0) => self.eof = true,
-                Ok(n) if self.pipe.is_some() => self.in_pipe = n,
-                Ok(n) => (self.start, self.end) = (0, n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     // Nothing more for now: the pipe is empty, so it goes back to the pool,
-                    // and a copy buffer is freed (an idle connection holds neither).
+                    // and the copy buffer is freed (an idle connection holds neither).
                     if let Some(pipe) = self.pipe.take() {
                         pool.give(pipe);
                     }
                     self.buf = Vec::new();
+                    self.copy_next = !std::mem::take(&mut self.bulk);
                     match src.poll_read_ready(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(self.src.error(&e))),
@@ -284,6 +314,50 @@ impl Direction {
                 Err(e) => return Poll::Ready(Err(self.src.error(&e))),
             }
         }
+    }
+
+    /// One read from `src`: a splice into the pipe, or a copy into `scratch`.
+    ///
+    /// A direction that moves little at a time (a request, an answer) copies: one `recv`
+    /// and one `send`, no pipe. One whose reads fill what they ask for moves bulk and
+    /// splices, its pages never entering user space, until a splice comes back short; the
+    /// read after that copies, and is the one that hears `EAGAIN`.
+    ///
+    /// Why a splice is never the last word: at TCP urgent data it stops for good
+    /// (`tcp_read_sock` goes no further until the urgent byte is taken), returning `EAGAIN`,
+    /// or 0 when the peer's FIN is queued behind it, though data follows. So a splice that
+    /// moves nothing is followed by a copy, which passes the urgent mark (dropping the
+    /// urgent byte, as every reader without `SO_OOBINLINE` does) and tells `EAGAIN` and
+    /// EOF for what they are.
+    fn read(
+        &mut self,
+        src: &TcpStream,
+        pool: &PipePool,
+        scratch: &mut [MaybeUninit<u8>],
+    ) -> io::Result<Got> {
+        if !self.copy_next && self.pipe.is_none() {
+            self.pipe = pool.take();
+        }
+        let splice_into = match &self.pipe {
+            Some(pipe) if !self.copy_next => Some((pipe.write.as_raw_fd(), pipe.capacity)),
+            _ => None,
+        };
+        let read = src.try_io(Interest::READABLE, || {
+            if let Some((pipe, capacity)) = splice_into {
+                match splice(src.as_raw_fd(), pipe, capacity) {
+                    Ok(0) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    spliced => return spliced.map(|n| (Got::Spliced(n), n == capacity)),
+                }
+            }
+            SockRef::from(src)
+                .recv(scratch)
+                .map(|n| (Got::Copied(n), n == scratch.len()))
+        })?;
+        let (read, filled) = read;
+        self.copy_next = !filled;
+        self.bulk |= filled;
+        Ok(read)
     }
 
     /// Returns the pipe: empty to the pool, or closed (with what it held) when not.
@@ -296,6 +370,15 @@ impl Direction {
             }
         }
     }
+}
+
+/// What one read of a direction's source brought.
+#[derive(Debug, Clone, Copy)]
+enum Got {
+    /// Bytes now in the pipe.
+    Spliced(usize),
+    /// Bytes in the scratch buffer (0: the source's EOF).
+    Copied(usize),
 }
 
 /// What a task waiting on [`Offloaded::activity`] shares with the splice, which it waits

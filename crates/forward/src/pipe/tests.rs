@@ -95,10 +95,22 @@ async fn the_server_may_answer_after_the_client_half_closed() {
     assert_eq!(reply, b"reply after EOF");
 }
 
+/// A message copies (no pipe), a bulk transfer splices through a borrowed pipe, and an idle
+/// splice holds no pipe afterwards: it went back to the pool, empty.
 #[tokio::test]
-async fn an_idle_splice_holds_no_pipe_and_stop_ends_it() {
+async fn small_messages_copy_bulk_splices_and_an_idle_splice_holds_no_pipe() {
+    const BULK: usize = 2 * 1024 * 1024 + 3;
     let pool = PipePool::new(4);
     let (mut client, mut splice, mut server) = spliced(&pool).await;
+    let idle = async |splice: &mut PipeSplice, pool: &PipePool| {
+        let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *splice).poll(cx))).await;
+        assert!(
+            polled.is_pending(),
+            "an idle splice keeps running: {polled:?}"
+        );
+        pool.counts()
+    };
+
     let activity = splice.activity();
     let exchange = async {
         client.write_all(b"ping").await.unwrap();
@@ -106,21 +118,40 @@ async fn an_idle_splice_holds_no_pipe_and_stop_ends_it() {
         server.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"ping");
     };
-    within("one exchange and its activity", async {
+    within("one message and its activity", async {
         tokio::select! {
             end = &mut splice => panic!("the splice ended: {end:?}"),
             ((), ()) = async { tokio::join!(exchange, activity) } => {}
         }
     })
     .await;
-    // The splice has gone back to waiting: its pipe is in the pool, not held while idle.
-    let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut splice).poll(cx))).await;
-    assert!(
-        polled.is_pending(),
-        "an idle splice keeps running: {polled:?}"
+    assert_eq!(
+        idle(&mut splice, &pool).await,
+        (0, 0),
+        "a message needs no pipe"
     );
-    let (open, free) = pool.counts();
-    assert_eq!((open, free), (1, 1));
+
+    let sent_bytes = data(BULK, 4);
+    let bulk = async {
+        let send = client.write_all(&sent_bytes);
+        let mut got = vec![0u8; BULK];
+        let receive = server.read_exact(&mut got);
+        let (sent, received) = tokio::join!(send, receive);
+        sent.unwrap();
+        received.unwrap();
+        assert_eq!(checksum(&got), checksum(&sent_bytes));
+    };
+    within("a bulk transfer", async {
+        tokio::select! {
+            end = &mut splice => panic!("the splice ended: {end:?}"),
+            () = bulk => {}
+        }
+    })
+    .await;
+    let (open, free) = idle(&mut splice, &pool).await;
+    assert!(open >= 1, "a bulk transfer borrows a pipe");
+    assert_eq!(open, free as u64, "and gives it back");
+
     splice.stop();
     assert_eq!(within("stop", &mut splice).await, SpliceEnd::Closed);
 }
@@ -184,4 +215,44 @@ async fn supervised_it_ends_at_the_idle_timeout_and_after_a_half_close_at_the_li
     assert_eq!(report.end, SpliceEnd::HalfCloseTimeout);
     let waited = started.elapsed();
     assert!(waited >= LINGER && waited < IDLE, "{waited:?}");
+}
+
+/// TCP urgent data does not stall a direction. A splice stops at the urgent mark for good
+/// (`tcp_read_sock` goes no further until the urgent byte is taken), so a splice that comes
+/// back empty is followed by a copy, which passes the mark. The urgent byte itself is
+/// dropped, as by every reader without `SO_OOBINLINE` (the kernel's services, rathole, the
+/// userspace stack). Before the urgent byte: a few bytes (the direction copies) or a bulk
+/// transfer (it splices); with pipes and without.
+#[tokio::test]
+async fn urgent_data_does_not_stall_a_direction() {
+    for (before, max_pipes) in [(3, 4), (1024 * 1024 + 7, 4), (1024 * 1024 + 7, 0)] {
+        let pool = PipePool::new(max_pipes);
+        let (mut client, mut splice, mut server) = spliced(&pool).await;
+        let ends = async {
+            let send = async {
+                client.write_all(&data(before, 3)).await.unwrap();
+                SockRef::from(&client).send_out_of_band(b"!").unwrap();
+                client.write_all(b"after the urgent byte").await.unwrap();
+                client.shutdown().await.unwrap();
+            };
+            let receive = async {
+                let got = read_all(&mut server).await;
+                server.shutdown().await.unwrap();
+                got
+            };
+            tokio::join!(send, receive).1
+        };
+        let (end, got) = within("the transfer past the urgent byte", async {
+            tokio::join!(&mut splice, ends)
+        })
+        .await;
+        assert_eq!(end, SpliceEnd::Closed);
+        let mut want = data(before, 3);
+        want.extend_from_slice(b"after the urgent byte");
+        assert_eq!(
+            (got.len(), checksum(&got)),
+            (want.len(), checksum(&want)),
+            "{before} bytes before the urgent byte, {max_pipes} pipes"
+        );
+    }
 }
