@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{self, Read as _};
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use smoltcp::socket::tcp::{self, State};
-use socket2::SockRef;
-use tokio::io::{AsyncWrite, Interest};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
@@ -360,20 +359,18 @@ impl Spliced {
         }
         while !self.kernel_eof && socket.can_send() {
             let tcp = &self.tcp;
-            match socket.send(|room| match read_draining(tcp, room) {
-                Ok(read) => (read.len, Ok(read)),
+            // Read until `EAGAIN`: a short read does not show the socket drained, since a
+            // read stops short at TCP urgent data with more behind it, and no new event
+            // would come for that.
+            match socket.send(|room| match tcp.try_read(room) {
+                Ok(len) => (len, Ok(len)),
                 Err(e) => (0, Err(e)),
             }) {
-                Ok(Ok(Read { len: 0, .. })) => {
+                Ok(Ok(0)) => {
                     self.kernel_eof = true;
                     self.progress.set(KERNEL_EOF);
                 }
-                Ok(Ok(Read { len, drained })) => {
-                    *moved += len as u64;
-                    if drained && self.tcp.poll_read_ready(cx).is_pending() {
-                        break;
-                    }
-                }
+                Ok(Ok(len)) => *moved += len as u64,
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Pending registers the connection's waker for the socket's readiness.
                     if self.tcp.poll_read_ready(cx).is_pending() {
@@ -460,36 +457,5 @@ impl Spliced {
             self.kernel_shut = true;
         }
         Ok(())
-    }
-}
-
-/// What [`read_draining`] read.
-struct Read {
-    len: usize,
-    /// The read was short, so the socket's receive queue is empty: its readiness is cleared.
-    drained: bool,
-}
-
-/// Reads from `tcp` into `buf` without blocking. A short read means the receive queue was
-/// emptied, so the socket's readiness is cleared at once, as tokio's own `poll_read` does on
-/// Linux (epoll reports the next arrival as a new edge): the next read then waits for that
-/// instead of costing a system call that finds nothing (one per request before).
-fn read_draining(tcp: &TcpStream, buf: &mut [u8]) -> io::Result<Read> {
-    let mut len = 0;
-    let result = tcp.try_io(Interest::READABLE, || {
-        len = (&*SockRef::from(tcp)).read(buf)?;
-        if len > 0 && len < buf.len() {
-            // Tells tokio the socket is drained; the bytes are kept in `len`.
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(())
-    });
-    match result {
-        Ok(()) => Ok(Read {
-            len,
-            drained: false,
-        }),
-        Err(_) if len > 0 => Ok(Read { len, drained: true }),
-        Err(e) => Err(e),
     }
 }

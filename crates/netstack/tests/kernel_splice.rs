@@ -249,3 +249,35 @@ async fn a_splice_of_a_connection_already_reset_resolves_at_once() {
     .await;
     end(pair).await;
 }
+
+/// TCP urgent data does not stall the kernel side. A read stops short at the urgent mark
+/// with data behind it, so a short read cannot stand for "drained": the splice reads on
+/// until `EAGAIN`, which passes the mark (the urgent byte is dropped, as by every reader
+/// without `SO_OOBINLINE`). All of it is queued before the splice starts, so that its first
+/// read meets the mark with data behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_data_in_the_kernel_socket_does_not_stall_it() {
+    let pair = Pair::new();
+    bounded(async {
+        let (mut client, accepted) = overlay_pair(&pair, 7006).await;
+        let (inside, mut outside) = kernel_pair().await;
+        outside.write_all(b"before").await.unwrap();
+        socket2::SockRef::from(&outside)
+            .send_out_of_band(b"!")
+            .unwrap();
+        outside.write_all(b"after").await.unwrap();
+        // The runtime has heard the socket become readable: no later event will come.
+        inside.readable().await.unwrap();
+        let splice = accepted.splice_kernel(inside);
+        let mut got = [0u8; 11];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"beforeafter");
+        outside.shutdown().await.unwrap();
+        assert!(read_all(&mut client).await.is_empty());
+        client.shutdown().await.unwrap();
+        assert!(read_all(&mut outside).await.is_empty());
+        assert_eq!(splice.await, KernelSpliceEnd::Closed);
+    })
+    .await;
+    end(pair).await;
+}
