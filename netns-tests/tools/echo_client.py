@@ -7,6 +7,12 @@
           3  refused         the connection was closed (or reset, or refused) without an echo
           4  silent          connected, but neither echo nor close within --wait
 
+    echo_client.py urgent HOST PORT [--count N] [--wait SECONDS]
+        N connections (default 1), each sending "before", one byte of TCP urgent data and
+        "after\n" back to back, as telnet does for an interrupt. Exits 0 if every echo is
+        "beforeafter\n" (the urgent byte is dropped by readers without SO_OOBINLINE), 4 when
+        one stalls (the bytes after the urgent byte never came) and 3 when one is cut short.
+
     echo_client.py hold   HOST PORT --count N --state FILE
         Opens N connections and checks each echoes a line, writes "held=N" to FILE, then holds
         them open (sending nothing) until SIGTERM. Exits 0 if all N stayed open to the end.
@@ -82,6 +88,30 @@ def once(a) -> int:
     return 3
 
 
+def urgent(a) -> int:
+    for i in range(a.count):
+        start = time.monotonic()
+        try:
+            s = socket.create_connection((a.host, a.port), timeout=a.wait)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.sendall(b"before")
+            s.send(b"!", socket.MSG_OOB)
+            s.sendall(b"after\n")
+            got = read_line(s, start + a.wait)
+            s.close()
+        except TimeoutError as e:
+            print(f"silent: connection {i + 1} of {a.count}: {e}")
+            return 4
+        except OSError as e:
+            print(f"refused: connection {i + 1} of {a.count}: {type(e).__name__}: {e}")
+            return 3
+        if got != b"beforeafter\n":
+            print(f"refused: connection {i + 1} of {a.count} echoed {got!r}")
+            return 3
+    print(f"{a.count} echoes passed their urgent byte")
+    return 0
+
+
 def hold(a) -> int:
     conns = []
     for i in range(a.count):
@@ -152,7 +182,7 @@ def steady(a) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["once", "hold", "steady"])
+    ap.add_argument("mode", choices=["once", "urgent", "hold", "steady"])
     ap.add_argument("host")
     ap.add_argument("port", type=int)
     ap.add_argument("--bind")
@@ -165,7 +195,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_term)
     if a.mode in ("hold", "steady") and not a.state:
         ap.error(f"{a.mode} needs --state FILE")
-    return {"once": once, "hold": hold, "steady": steady}[a.mode](a)
+    return {"once": once, "urgent": urgent, "hold": hold, "steady": steady}[a.mode](a)
 
 
 if __name__ == "__main__":
