@@ -247,9 +247,7 @@ impl Direction {
                         } else {
                             self.start += n;
                         }
-                        self.moved += n as u64;
-                        *last_activity = Instant::now();
-                        activity.happened();
+                        self.delivered(n, last_activity, activity);
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => match dst.poll_write_ready(cx) {
                         Poll::Pending => return Poll::Pending,
@@ -288,9 +286,7 @@ impl Direction {
                         Err(e) => return Poll::Ready(Err(self.dst.error(&e))),
                     };
                     if taken > 0 {
-                        self.moved += taken as u64;
-                        *last_activity = Instant::now();
-                        activity.happened();
+                        self.delivered(taken, last_activity, activity);
                     }
                     if taken < n {
                         self.buf = copied[taken..].to_vec();
@@ -314,6 +310,13 @@ impl Direction {
                 Err(e) => return Poll::Ready(Err(self.src.error(&e))),
             }
         }
+    }
+
+    /// Counts `n` bytes the destination took, and tells whoever watches the splice.
+    fn delivered(&mut self, n: usize, last_activity: &mut Instant, activity: &Activity) {
+        self.moved += n as u64;
+        *last_activity = Instant::now();
+        activity.happened();
     }
 
     /// One read from `src`: a splice into the pipe, or a copy into `scratch`.
@@ -342,7 +345,7 @@ impl Direction {
             Some(pipe) if !self.copy_next => Some((pipe.write.as_raw_fd(), pipe.capacity)),
             _ => None,
         };
-        let read = src.try_io(Interest::READABLE, || {
+        let (read, filled) = src.try_io(Interest::READABLE, || {
             if let Some((pipe, capacity)) = splice_into {
                 match splice(src.as_raw_fd(), pipe, capacity) {
                     Ok(0) => {}
@@ -354,7 +357,6 @@ impl Direction {
                 .recv(scratch)
                 .map(|n| (Got::Copied(n), n == scratch.len()))
         })?;
-        let (read, filled) = read;
         self.copy_next = !filled;
         self.bulk |= filled;
         Ok(read)
