@@ -83,6 +83,17 @@ pub(crate) fn describe(config: &Config) -> String {
     }
     for f in &config.forwards {
         let peer = config.peers.get(f.peer).map_or("?", |p| p.name.as_str());
+        if f.kernel_nat {
+            let _ = writeln!(
+                s,
+                "  {:<width$}  {} {} -> {} via peer {peer}  (kernel NAT)",
+                f.name,
+                f.protocol,
+                f.show_listen(),
+                f.show_to(),
+            );
+            continue;
+        }
         let mut limits = limits(
             f.protocol,
             f.connect_timeout,
@@ -111,6 +122,17 @@ pub(crate) fn describe(config: &Config) -> String {
         let _ = writeln!(s, "exposes");
     }
     for e in &config.exposes {
+        if e.kernel_nat {
+            let _ = writeln!(
+                s,
+                "  {:<width$}  {} {} -> {}  (kernel NAT)",
+                e.name,
+                e.protocol,
+                e.show_listen(),
+                e.show_to(),
+            );
+            continue;
+        }
         let limits = limits(
             e.protocol,
             e.connect_timeout,

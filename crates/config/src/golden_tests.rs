@@ -245,17 +245,17 @@ fn golden_unknown_keys_and_tables() {
     check(
         "max_connections = 8",
         "max_connections = 8\nproxy_protcol = \"v2\"",
-        &["relay.toml:33:1: forward[1].proxy_protcol: unknown key `proxy_protcol` in [[forward]]; fix: did you mean `proxy_protocol`? valid keys in [[forward]] are: name, protocol, listen, to, connect_timeout, idle_timeout, max_connections, max_sessions, allow, deny, rate_limit, proxy_protocol, accept_proxy_protocol"],
+        &["relay.toml:33:1: forward[1].proxy_protcol: unknown key `proxy_protcol` in [[forward]]; fix: did you mean `proxy_protocol`? valid keys in [[forward]] are: name, protocol, listen, to, connect_timeout, idle_timeout, max_connections, max_sessions, allow, deny, rate_limit, kernel_nat, proxy_protocol, accept_proxy_protocol"],
     );
     check(
         "max_connections = 8",
         "max_connections = 8\nusername = \"alice\"",
-        &["relay.toml:33:1: forward[1].username: unknown key `username` in [[forward]]; fix: it belongs to an [[expose]] with to = \"socks\" (a SOCKS exit); valid keys in [[forward]] are: name, protocol, listen, to, connect_timeout, idle_timeout, max_connections, max_sessions, allow, deny, rate_limit, proxy_protocol, accept_proxy_protocol"],
+        &["relay.toml:33:1: forward[1].username: unknown key `username` in [[forward]]; fix: it belongs to an [[expose]] with to = \"socks\" (a SOCKS exit); valid keys in [[forward]] are: name, protocol, listen, to, connect_timeout, idle_timeout, max_connections, max_sessions, allow, deny, rate_limit, kernel_nat, proxy_protocol, accept_proxy_protocol"],
     );
     check(
         "to = \"localhost:1080\"",
         "to = \"localhost:1080\"\nproxy_protocol = \"v1\"",
-        &["relay.toml:38:1: expose[0].proxy_protocol: unknown key `proxy_protocol` in [[expose]]; fix: it belongs to a TCP [[forward]] (the listener clients reach first); valid keys in [[expose]] are: name, protocol, listen, to, connect_timeout, idle_timeout, max_connections, max_sessions, allow, deny, rate_limit, username, password, allow_destinations, deny_destinations"],
+        &["relay.toml:38:1: expose[0].proxy_protocol: unknown key `proxy_protocol` in [[expose]]; fix: it belongs to a TCP [[forward]] (the listener clients reach first); valid keys in [[expose]] are: name, protocol, listen, to, connect_timeout, idle_timeout, max_connections, max_sessions, allow, deny, rate_limit, kernel_nat, username, password, allow_destinations, deny_destinations"],
     );
     check(
         "[[expose]]",

@@ -34,6 +34,8 @@ mod forwarding_tests;
 #[cfg(test)]
 mod golden_tests;
 #[cfg(test)]
+mod kernel_nat_tests;
+#[cfg(test)]
 mod load_tests;
 
 use std::io::Read as _;
@@ -250,6 +252,10 @@ pub struct Forward {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Read a PROXY protocol header from each client (a trusted load balancer) (TCP only).
     pub accept_proxy_protocol: bool,
+    /// The kernel forwards this service's packets by NAT into the TUN device, and Pinhole only
+    /// encrypts them: no socket here, and no connection for Pinhole to count, limit or time
+    /// out (those keys are refused). IPv4 only; needs `netstack = "tun"`.
+    pub kernel_nat: bool,
 }
 
 impl Forward {
@@ -383,6 +389,9 @@ pub struct Expose {
     pub access: Access,
     /// New connections (TCP) or sessions (UDP) allowed per client address.
     pub rate_limit: Option<Rate>,
+    /// The kernel forwards this service's packets by NAT out of the TUN device to `to`, an
+    /// IPv4 address; Pinhole never sees the connections (see [`Forward::kernel_nat`]).
+    pub kernel_nat: bool,
 }
 
 impl Expose {

@@ -230,6 +230,12 @@ fn docs_examples_are_valid() {
         } else {
             continue;
         };
+        // A kernel NAT snippet says its [interface] has the TUN stack.
+        let base = if b.contains("kernel_nat = true") {
+            base.replacen("\n", "\nnetstack = \"tun\"\n", 1)
+        } else {
+            base.clone()
+        };
         if let Err(e) = parse(&format!("{base}{b}")) {
             panic!("{e}\nin\n{b}");
         }

@@ -29,7 +29,7 @@ pub(crate) const PEER_KEYS: &[&str] = &[
     "persistent_keepalive",
 ];
 /// The keys every `[[forward]]` and `[[expose]]` has.
-const SERVICE_KEYS: [&str; 11] = [
+const SERVICE_KEYS: [&str; 12] = [
     "name",
     "protocol",
     "listen",
@@ -41,13 +41,14 @@ const SERVICE_KEYS: [&str; 11] = [
     "allow",
     "deny",
     "rate_limit",
+    "kernel_nat",
 ];
 /// The keys of `[[forward]]`.
 pub(crate) const FORWARD_KEYS: &[&str] = &FORWARD;
-const FORWARD: [&str; 13] = then(SERVICE_KEYS, ["proxy_protocol", "accept_proxy_protocol"]);
+const FORWARD: [&str; 14] = then(SERVICE_KEYS, ["proxy_protocol", "accept_proxy_protocol"]);
 /// The keys of `[[expose]]`.
 pub(crate) const EXPOSE_KEYS: &[&str] = &EXPOSE;
-const EXPOSE: [&str; 15] = then(
+const EXPOSE: [&str; 16] = then(
     SERVICE_KEYS,
     [
         "username",

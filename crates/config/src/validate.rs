@@ -38,8 +38,12 @@ pub(crate) fn build(raw: RawConfig, path: &Path, report: &mut Report<'_>) -> Opt
     let peers_ok = peers.len() == infos.len();
     check_peers_together(&infos, report);
     let own = parts.addresses.as_deref();
-    let forwards = services::forwards(raw.forwards, &infos, own.unwrap_or_default(), report);
-    let exposes = services::exposes(raw.exposes, own, report);
+    let tun = parts
+        .interface
+        .as_ref()
+        .map(|i| matches!(i.netstack, crate::Netstack::Tun { .. }));
+    let forwards = services::forwards(raw.forwards, &infos, own.unwrap_or_default(), tun, report);
+    let exposes = services::exposes(raw.exposes, own, tun, report);
     let metrics = raw.metrics.map(|m| services::metrics(m, report));
     if !report.errors.is_empty() || !peers_ok {
         return None;

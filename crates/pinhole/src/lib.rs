@@ -8,6 +8,7 @@
 //! over UDP. The far side runs the same path backwards, and an `[[expose]]`
 //! there splices the stream to the real service.
 
+mod kernel_nat;
 pub mod node;
 pub mod ops;
 mod overlay;

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::kernel_nat;
 use crate::node::{self, Command, IpSide};
 use crate::ops;
 use crate::overlay::Net;
@@ -34,7 +35,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(10);
 pub struct Sockets {
     /// The WireGuard UDP socket.
     pub udp: UdpSocket,
-    /// The sockets of each `[[forward]]`, in config order.
+    /// The sockets of each `[[forward]]` without `kernel_nat`, in config order.
     pub forwards: Vec<ForwardSockets>,
     /// The control socket (`pinhole status`, `pinhole reload`), if any.
     pub control: Option<UnixListener>,
@@ -55,7 +56,9 @@ impl Sockets {
             )
         })?;
         let mut forwards = Vec::with_capacity(config.forwards.len());
-        for f in &config.forwards {
+        // A kernel NAT forward has no socket: the kernel rewrites its packets before any
+        // socket would see them.
+        for f in config.forwards.iter().filter(|f| !f.kernel_nat) {
             forwards.push(services::bind_forward(f).await?);
         }
         let control_path = config.control_socket_path();
@@ -138,7 +141,7 @@ pub async fn run_with_reload(
     let wg = Wg::new(wg_config(&config).await?, Instant::now())
         .context("starting the WireGuard engine")?;
     // A TUN device is up, with its addresses and routes, before any expose binds them.
-    let (ip, net) = ip_side(&config)?;
+    let (ip, net, device) = ip_side(&config)?;
 
     let node_stop = CancellationToken::new();
     let local = sockets.udp.local_addr()?;
@@ -158,12 +161,33 @@ pub async fn run_with_reload(
         forwards: Vec::new(),
         exposes: Vec::new(),
         draining: Vec::new(),
+        device,
+        nat: None,
+        rules: kernel_nat::Rules::default(),
     };
-    for (f, s) in peer.config.forwards.clone().iter().zip(sockets.forwards) {
+    let path = peer.config.path.display().to_string();
+    peer.apply_kernel_nat()
+        .await
+        .with_context(|| format!("kernel_nat services in {path}"))?;
+    let carried = |f: &&Forward| !f.kernel_nat;
+    for (f, s) in peer
+        .config
+        .forwards
+        .clone()
+        .iter()
+        .filter(carried)
+        .zip(sockets.forwards)
+    {
         peer.forwards
             .push((f.clone(), services::start_forward(f, s, &peer.net)?));
     }
-    for e in peer.config.exposes.clone() {
+    for e in peer
+        .config
+        .exposes
+        .clone()
+        .into_iter()
+        .filter(|e| !e.kernel_nat)
+    {
         let running =
             services::start_expose(&e, &peer.net, &peer.config.interface.addresses).await?;
         peer.exposes.push((e, running));
@@ -222,6 +246,16 @@ pub async fn run_with_reload(
     };
 
     peer.stop_accepting().await;
+    // New kernel NAT connections stop here too; live ones keep their conntrack entries.
+    let rules = std::mem::take(&mut peer.rules);
+    let removed = tokio::task::spawn_blocking(move || {
+        let mut rules = rules;
+        rules.remove()
+    })
+    .await;
+    if let Ok(Err(e)) = removed {
+        tracing::warn!("{e:#}");
+    }
     if tokio::time::timeout(DRAIN_GRACE, peer.drain())
         .await
         .is_err()
@@ -245,6 +279,11 @@ struct Peer {
     exposes: Vec<(Expose, Running)>,
     /// Connections of replaced services, still finishing.
     draining: Vec<TaskTracker>,
+    /// The TUN device, when the stack is "tun": what kernel NAT rules route through.
+    device: Option<String>,
+    /// What the kernel NAT rules in force do (`None` before the first apply).
+    nat: Option<kernel_nat::Plan>,
+    rules: kernel_nat::Rules,
 }
 
 impl Peer {
@@ -257,17 +296,94 @@ impl Peer {
                 to,
                 counters: r.counters.clone(),
             };
+        // Kernel NAT services have no connections of ours to count: zeros, and `to` says why.
+        let kernel = |name: &str, protocol: String, listen: String, to: String| ServiceView {
+            name: name.to_string(),
+            protocol,
+            listen,
+            to: format!("{to} (kernel NAT)"),
+            counters: Arc::default(),
+        };
+        let nat = self.nat.as_ref().is_some_and(|p| !p.is_empty());
+        // In config order, so status reads like the file.
         let forwards = self
+            .config
             .forwards
             .iter()
-            .map(|(f, r)| view(&f.name, f.protocol.to_string(), &r.listen, f.show_to(), r))
+            .filter_map(
+                |f| match self.forwards.iter().find(|(g, _)| g.name == f.name) {
+                    Some((f, r)) => Some(view(
+                        &f.name,
+                        f.protocol.to_string(),
+                        &r.listen,
+                        f.show_to(),
+                        r,
+                    )),
+                    None => (nat && f.kernel_nat).then(|| {
+                        kernel(
+                            &f.name,
+                            f.protocol.to_string(),
+                            f.show_listen(),
+                            f.show_to(),
+                        )
+                    }),
+                },
+            )
             .collect();
         let exposes = self
+            .config
             .exposes
             .iter()
-            .map(|(e, r)| view(&e.name, e.protocol.to_string(), &r.listen, e.show_to(), r))
+            .filter_map(
+                |e| match self.exposes.iter().find(|(g, _)| g.name == e.name) {
+                    Some((e, r)) => Some(view(
+                        &e.name,
+                        e.protocol.to_string(),
+                        &r.listen,
+                        e.show_to(),
+                        r,
+                    )),
+                    None => (nat && e.kernel_nat).then(|| {
+                        kernel(
+                            &e.name,
+                            e.protocol.to_string(),
+                            e.show_listen(),
+                            e.show_to(),
+                        )
+                    }),
+                },
+            )
             .collect();
         (Arc::new(self.config.clone()), forwards, exposes)
+    }
+
+    /// Brings the kernel NAT rules in line with the config: installs, replaces or deletes
+    /// the table when what it should do changed. Without a TUN device there is nothing to
+    /// route through, and load refused kernel_nat already unless the stack is "tun".
+    async fn apply_kernel_nat(&mut self) -> Result<Option<String>> {
+        let Some(device) = self.device.clone() else {
+            return Ok(None);
+        };
+        let plan = kernel_nat::Plan::new(&self.config, &device, kernel_nat::is_local);
+        if self.nat.as_ref() == Some(&plan) || (self.nat.is_none() && plan.is_empty()) {
+            return Ok(None);
+        }
+        let mut rules = std::mem::take(&mut self.rules);
+        let (rules, applied) = tokio::task::spawn_blocking(move || {
+            let applied = rules.apply(&plan).map(|()| plan);
+            (rules, applied)
+        })
+        .await
+        .context("the task that runs nft failed")?;
+        self.rules = rules;
+        let plan = applied?;
+        let what = if plan.is_empty() {
+            "kernel NAT rules removed"
+        } else {
+            "kernel NAT rules replaced"
+        };
+        self.nat = Some(plan);
+        Ok(Some(what.to_string()))
     }
 
     /// Re-reads the config file and applies what changed: peers in the
@@ -323,7 +439,7 @@ impl Peer {
                 }
             }
         }
-        for f in &new.forwards {
+        for f in new.forwards.iter().filter(|f| !f.kernel_nat) {
             if self.forwards.iter().any(|(old, _)| old.name == f.name) {
                 continue;
             }
@@ -350,7 +466,7 @@ impl Peer {
                 }
             }
         }
-        for e in &new.exposes {
+        for e in new.exposes.iter().filter(|e| !e.kernel_nat) {
             if self.exposes.iter().any(|(old, _)| old.name == e.name) {
                 continue;
             }
@@ -384,6 +500,16 @@ impl Peer {
         self.config.interface.listen_port = interface.listen_port;
         self.config.interface.netstack = interface.netstack;
         self.config.interface.max_connections = interface.max_connections;
+        let kernel_nat = self.config.forwards.iter().any(|f| f.kernel_nat)
+            || self.config.exposes.iter().any(|e| e.kernel_nat);
+        if self.device.is_none() && kernel_nat {
+            changes.push("kernel_nat services need a restart with netstack = \"tun\"".to_string());
+        }
+        match self.apply_kernel_nat().await {
+            Ok(Some(what)) => changes.push(what),
+            Ok(None) => {}
+            Err(e) => changes.push(format!("kernel NAT rules NOT changed: {e:#}")),
+        }
         Ok(if changes.is_empty() {
             "nothing changed".to_string()
         } else {
@@ -443,13 +569,13 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 /// The IP side `[interface] netstack` asks for, and the services' view of it. A TUN device
 /// is created here, up with its addresses, MTU and routes when this returns; without
 /// CAP_NET_ADMIN this fails with pinhole-tun's message, which says how to grant it.
-fn ip_side(config: &Config) -> Result<(IpSide, Net)> {
+fn ip_side(config: &Config) -> Result<(IpSide, Net, Option<String>)> {
     let i = &config.interface;
     let addresses: Vec<_> = i.addresses.iter().map(|c| (c.addr(), c.prefix())).collect();
     match &i.netstack {
         Netstack::Userspace => {
             let (stack, overlay) = pinhole_netstack::new(stack_config(config, addresses));
-            Ok((stack.into(), Net::Userspace(overlay)))
+            Ok((stack.into(), Net::Userspace(overlay), None))
         }
         Netstack::Tun { name } => {
             let tun = Tun::create(&TunConfig {
@@ -465,7 +591,8 @@ fn ip_side(config: &Config) -> Result<(IpSide, Net)> {
                 )
             })?;
             tracing::info!(device = tun.name(), mtu = i.mtu, "TUN device up");
-            Ok((IpSide::tun(tun, i.mtu), Net::Kernel))
+            let device = tun.name().to_string();
+            Ok((IpSide::tun(tun, i.mtu), Net::Kernel, Some(device)))
         }
     }
 }

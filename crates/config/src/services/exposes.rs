@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::ports::{range_count, same_length, split_range};
 use super::socks::socks;
-use super::{check_each, common, spanned, Head};
+use super::{check_each, common, kernel_nat, spanned, Head};
 use crate::error::{Report, Span};
 use crate::raw::{Field, RawService, Sp};
 use crate::validate::endpoint_fix;
@@ -16,6 +16,7 @@ use crate::{show_endpoint_range, Cidr, Endpoint, EndpointError, Expose, ExposeTa
 pub(crate) fn exposes(
     raw: Vec<RawService>,
     own: Option<&[Cidr]>,
+    tun: Option<bool>,
     report: &mut Report<'_>,
 ) -> Vec<Expose> {
     check_each(
@@ -81,6 +82,34 @@ pub(crate) fn exposes(
                     (no_socks_keys && lengths_ok).then(|| ExposeTarget::Addr(e.clone()))
                 }
             };
+            let nat = kernel_nat::kernel_nat(r, &path, tun, report).filter(|&nat| {
+                if !nat {
+                    return true;
+                }
+                let listen_ok = listen.as_ref().is_none_or(|l| {
+                    kernel_nat::ipv4_with_port(report, r, &path, "listen", l.value.0)
+                });
+                let to_ok = match &to {
+                    Some(Sp {
+                        value: RawTarget::Addr(e, _),
+                        ..
+                    }) => kernel_nat::target_ip(report, r, &path, &e.host).is_some(),
+                    Some(Sp {
+                        value: RawTarget::Socks,
+                        span,
+                    }) => {
+                        report.error(
+                            span,
+                            &key("to"),
+                            "a SOCKS exit cannot be a kernel_nat expose: the exit reads each client's request",
+                            "remove kernel_nat from this expose",
+                        );
+                        false
+                    }
+                    None => true,
+                };
+                listen_ok && to_ok
+            });
             listeners.check(
                 report,
                 index,
@@ -88,7 +117,8 @@ pub(crate) fn exposes(
                 common.as_ref(),
                 proto.as_ref(),
             );
-            let (Some(listen), Some(target), Some(c), Some(p)) = (listen, target, common, proto)
+            let (Some(listen), Some(target), Some(c), Some(p), Some(kernel_nat)) =
+                (listen, target, common, proto, nat)
             else {
                 return None;
             };
@@ -104,6 +134,7 @@ pub(crate) fn exposes(
                 max_sessions: c.max_sessions,
                 access: c.access,
                 rate_limit: c.rate_limit,
+                kernel_nat,
             })
         },
     )

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::ports::{same_length, socket_range};
-use super::{check_each, common, Head, Proto};
+use super::{check_each, common, kernel_nat, Head, Proto};
 use crate::error::Report;
 use crate::peers::PeerInfo;
 use crate::raw::{Field, RawService};
@@ -16,6 +16,7 @@ pub(crate) fn forwards(
     raw: Vec<RawService>,
     peers: &[PeerInfo],
     own: &[Cidr],
+    tun: Option<bool>,
     report: &mut Report<'_>,
 ) -> Vec<Forward> {
     check_each(
@@ -94,6 +95,16 @@ pub(crate) fn forwards(
                 _ => true,
             };
             let proxy = proxy_settings(r, &path, proto.as_ref(), report);
+            let nat = kernel_nat::kernel_nat(r, &path, tun, report).filter(|&nat| {
+                if !nat {
+                    return true;
+                }
+                let mut v4 =
+                    |field, addr| kernel_nat::ipv4_with_port(report, r, &path, field, addr);
+                let listen_ok = listen.as_ref().is_none_or(|l| v4("listen", l.value.0));
+                let to_ok = to.as_ref().is_none_or(|t| v4("to", t.value.0));
+                listen_ok && to_ok
+            });
             listeners.check(
                 report,
                 index,
@@ -108,7 +119,8 @@ pub(crate) fn forwards(
                 Some(c),
                 Some(p),
                 Some((proxy_protocol, accept)),
-            ) = (listen, to, peer, common, proto, proxy)
+                Some(kernel_nat),
+            ) = (listen, to, peer, common, proto, proxy, nat)
             else {
                 return None;
             };
@@ -130,6 +142,7 @@ pub(crate) fn forwards(
                 rate_limit: c.rate_limit,
                 proxy_protocol,
                 accept_proxy_protocol: accept,
+                kernel_nat,
             })
         },
     )

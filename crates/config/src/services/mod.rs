@@ -8,6 +8,7 @@
 
 mod exposes;
 mod forwards;
+mod kernel_nat;
 mod metrics;
 mod ports;
 mod socks;

@@ -1,0 +1,121 @@
+//! `kernel_nat = true`: the kernel forwards a service's packets by NAT into or out of the TUN
+//! device, and Pinhole only encrypts them. Pinhole then never sees the service's connections,
+//! so what only Pinhole could do for them is refused here, at load.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::error::Report;
+use crate::raw::{Field, RawService};
+
+/// Why a key cannot go with `kernel_nat`, in the words of its fix.
+const FIX: &str = "remove it, or remove kernel_nat to let Pinhole carry the connections itself";
+
+/// `kernel_nat` of one service: `Some(false)` when absent or false, `Some(true)` when it can
+/// be honoured, `None` when an error was reported. `tun` is whether `[interface] netstack` is
+/// "tun" (`None` when `[interface]` itself was broken, so that is not reported twice).
+pub(super) fn kernel_nat(
+    r: &RawService,
+    path: &str,
+    tun: Option<bool>,
+    report: &mut Report<'_>,
+) -> Option<bool> {
+    let key = |k: &str| format!("{path}.{k}");
+    let span = match &r.kernel_nat {
+        Field::Ok(v) if v.value => v.span.clone(),
+        Field::Bad => return None,
+        _ => return Some(false),
+    };
+    let mut ok = true;
+    if tun == Some(false) {
+        report.error(
+            &span,
+            &key("kernel_nat"),
+            "kernel_nat needs [interface] netstack = \"tun\": the kernel can only route a service's packets into a TUN device",
+            "set netstack = \"tun\" in [interface] (needs CAP_NET_ADMIN), or remove kernel_nat",
+        );
+        ok = false;
+    }
+    let given = [
+        ("connect_timeout", r.connect_timeout.span()),
+        ("idle_timeout", r.idle_timeout.span()),
+        ("max_connections", r.max_connections.span()),
+        ("max_sessions", r.max_sessions.span()),
+        ("allow", r.allow.span()),
+        ("deny", r.deny.span()),
+        ("rate_limit", r.rate_limit.span()),
+        ("proxy_protocol", r.proxy_protocol.span()),
+        (
+            "accept_proxy_protocol",
+            match &r.accept_proxy_protocol {
+                Field::Ok(v) if v.value => Some(v.span.clone()),
+                _ => None,
+            },
+        ),
+    ];
+    for (name, at) in given {
+        if let Some(at) = at {
+            report.error(
+                &at,
+                &key(name),
+                format!(
+                    "{name} does not apply with kernel_nat: the kernel forwards these packets and Pinhole never sees the connections"
+                ),
+                FIX,
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(true)
+}
+
+/// A kernel NAT rule is written for IPv4 with a fixed port; true when `addr` is one, else
+/// the problem is reported at `r`'s `field`.
+pub(super) fn ipv4_with_port(
+    report: &mut Report<'_>,
+    r: &RawService,
+    path: &str,
+    field: &str,
+    addr: SocketAddr,
+) -> bool {
+    let span = match field {
+        "listen" => r.listen.span(),
+        _ => r.to.span(),
+    }
+    .unwrap_or_else(|| r.span.clone());
+    let problem = match addr {
+        SocketAddr::V6(_) => Some("kernel_nat is IPv4 only"),
+        SocketAddr::V4(a) if a.port() == 0 => Some("kernel_nat needs a fixed port, not 0"),
+        SocketAddr::V4(_) => None,
+    };
+    if let Some(problem) = problem {
+        report.error(
+            &span,
+            &format!("{path}.{field}"),
+            format!("{problem} ({field} is {addr})"),
+            "use an IPv4 address and a port, e.g. \"0.0.0.0:8080\", or remove kernel_nat",
+        );
+    }
+    problem.is_none()
+}
+
+/// An expose's target under kernel NAT: an IPv4 address, since the rule is written once, at
+/// load, and a host name could change under it.
+pub(super) fn target_ip(
+    report: &mut Report<'_>,
+    r: &RawService,
+    path: &str,
+    host: &str,
+) -> Option<IpAddr> {
+    match host.parse::<IpAddr>() {
+        Ok(ip @ IpAddr::V4(_)) => Some(ip),
+        _ => {
+            report.error(
+                &r.to.span().unwrap_or_else(|| r.span.clone()),
+                &format!("{path}.to"),
+                format!("kernel_nat needs an IPv4 address as the target, not {host:?}"),
+                "write the target's IPv4 address, e.g. \"127.0.0.1:80\", or remove kernel_nat",
+            );
+            None
+        }
+    }
+}
