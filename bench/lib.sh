@@ -61,18 +61,22 @@ bench_network() {
     wait_for 10 "the echo server at home" listening "$NS_HOME" tcp 7000
 }
 
-declare -A BASE_OF=([kernel]=10000 [wggo]=20000 [rathole]=30000 [pinhole]=40000 [tun]=50000)
+declare -A BASE_OF=([kernel]=10000 [wggo]=20000 [rathole]=30000 [pinhole]=40000 [tun]=50000 [tunnat]=60000)
 declare -A LABEL_OF=([kernel]="(1) no tunnel, kernel routing" [wggo]="(2) wireguard-go + socat"
-    [rathole]="(3) rathole, Noise" [pinhole]="(4) Pinhole, userspace" [tun]="(5) Pinhole, TUN")
+    [rathole]="(3) rathole, Noise" [pinhole]="(4) Pinhole, userspace" [tun]="(5) Pinhole, TUN"
+    [tunnat]="(6) Pinhole, TUN + kernel_nat")
 # The processes of each subject on each side (for CPU and memory): by command name in the
 # namespace (socat forks one child per connection), or the process `start` recorded.
-declare -A RELAY_COMMS=([kernel]="" [wggo]="wireguard-go socat" [rathole]="rathole" [pinhole]="@pinhole-relay" [tun]="@tun-relay")
-declare -A HOME_COMMS=([kernel]="" [wggo]="wireguard-go" [rathole]="rathole" [pinhole]="@pinhole-home" [tun]="@tun-home")
+declare -A RELAY_COMMS=([kernel]="" [wggo]="wireguard-go socat" [rathole]="rathole" [pinhole]="@pinhole-relay" [tun]="@tun-relay" [tunnat]="@tunnat-relay")
+declare -A HOME_COMMS=([kernel]="" [wggo]="wireguard-go" [rathole]="rathole" [pinhole]="@pinhole-home" [tun]="@tun-home" [tunnat]="@tunnat-home")
 
 # The TUN subject's overlay: the upper half of 10.77.0.0/24 (wireguard-go has the lower half in
 # the same namespaces' kernels; the userspace Pinhole's overlay is in no kernel at all).
 TUN_RELAY=10.77.0.129
 TUN_HOME=10.77.0.130
+# The kernel_nat subject's own peers and TUN devices (phnat0 on each side), in 10.77.1.128/25.
+TUNNAT_RELAY=10.77.1.129
+TUNNAT_HOME=10.77.1.130
 
 # ---------------------------------------------------------------------------------------------
 # (1) kernel routing: DNAT on the relay to the NAT, DNAT on the NAT to the home
@@ -348,6 +352,96 @@ to = "127.0.0.1:7001"
 EOF
     pinhole_up tun-relay "$NS_RELAY" "$WORK/tun-relay.toml"
     pinhole_up tun-home "$NS_HOME" "$WORK/tun-home.toml"
+}
+
+up_tunnat() {
+    say "(6) tunnat: relay (udp/51823, TUN phnat0) kernel_nat 60001-60003 to $TUNNAT_HOME, home kernel_nat to its services"
+    # The relay routes the DNATed flows from r-client into its TUN device.
+    in_ns "$NS_RELAY" sysctl -qw net.ipv4.ip_forward=1
+    gen_keypair natrelay
+    gen_keypair nathome
+    cat >"$WORK/tunnat-relay.toml" <<EOF
+[interface]
+private_key_file = "natrelay.key"
+listen_port = 51823
+address = ["$TUNNAT_RELAY/25"]
+netstack = "tun"
+tun_name = "phnat0"
+uapi_socket = "$WORK/tunnat-relay.uapi.sock"
+control_socket = "$WORK/tunnat-relay.ctl.sock"
+
+[[peer]]
+name = "home"
+public_key = "$(pub nathome)"
+allowed_ips = ["$TUNNAT_HOME/32"]
+
+[[forward]]
+name = "iperf"
+listen = "0.0.0.0:60001"
+to = "$TUNNAT_HOME:5201"
+kernel_nat = true
+
+[[forward]]
+name = "echo"
+listen = "0.0.0.0:60002"
+to = "$TUNNAT_HOME:7000"
+kernel_nat = true
+
+[[forward]]
+name = "udp"
+protocol = "udp"
+listen = "0.0.0.0:60003"
+to = "$TUNNAT_HOME:7001"
+kernel_nat = true
+EOF
+    # The home's exposes keep the services' ports: no socket listens on the overlay address,
+    # the kernel rewrites 10.77.1.130:7000 to 127.0.0.1:7000 before one would be looked for.
+    cat >"$WORK/tunnat-home.toml" <<EOF
+[interface]
+private_key_file = "nathome.key"
+address = ["$TUNNAT_HOME/25"]
+netstack = "tun"
+tun_name = "phnat0"
+uapi_socket = "$WORK/tunnat-home.uapi.sock"
+control_socket = "$WORK/tunnat-home.ctl.sock"
+
+[[peer]]
+name = "relay"
+public_key = "$(pub natrelay)"
+allowed_ips = ["$TUNNAT_RELAY/32"]
+endpoint = "$RELAY_WAN_IP:51823"
+persistent_keepalive = 25
+
+[[expose]]
+name = "iperf"
+listen = "$TUNNAT_HOME:5201"
+to = "127.0.0.1:5201"
+kernel_nat = true
+
+[[expose]]
+name = "echo"
+listen = "$TUNNAT_HOME:7000"
+to = "127.0.0.1:7000"
+kernel_nat = true
+
+[[expose]]
+name = "udp"
+protocol = "udp"
+listen = "$TUNNAT_HOME:7001"
+to = "127.0.0.1:7001"
+kernel_nat = true
+EOF
+    pinhole_up tunnat-relay "$NS_RELAY" "$WORK/tunnat-relay.toml"
+    pinhole_up tunnat-home "$NS_HOME" "$WORK/tunnat-home.toml"
+}
+
+# has_kernel_nat : does this pinhole binary know kernel_nat = true?
+has_kernel_nat() {
+    gen_keypair natprobe
+    gen_keypair natpeer
+    printf '[interface]\nprivate_key_file = "natprobe.key"\naddress = ["10.77.1.129/25"]\nnetstack = "tun"\n[[peer]]\npublic_key = "%s"\nallowed_ips = ["10.77.1.130/32"]\n[[forward]]\nname = "x"\nlisten = "0.0.0.0:60009"\nto = "10.77.1.130:9"\nkernel_nat = true\n' \
+        "$(pub natpeer)" >"$WORK/nat-probe.toml"
+    "$PINHOLE" check -c "$WORK/nat-probe.toml" >/dev/null 2>&1
 }
 
 # has_tun_stack : does this pinhole binary know netstack = "tun"?
@@ -637,12 +731,20 @@ bench_up() {
             fi
             up_tun
             ;;
-        *) fail "unknown subject '$s' (have: kernel wggo rathole pinhole tun)" ;;
+        tunnat)
+            if ! has_kernel_nat; then
+                NOTE_OF[tunnat]="not yet implemented in this pinhole binary (kernel_nat = true)"
+                note "(6) tunnat: skipped, ${NOTE_OF[tunnat]}"
+                continue
+            fi
+            up_tunnat
+            ;;
+        *) fail "unknown subject '$s' (have: kernel wggo rathole pinhole tun tunnat)" ;;
         esac
         ACTIVE+=("$s")
     done
     # Descriptor limits for the pinhole processes (started by lib.sh's pinhole_up).
-    for s in pinhole tun; do
+    for s in pinhole tun tunnat; do
         if [[ " ${ACTIVE[*]} " == *" $s "* ]]; then
             raise_nofile "${PID_OF[$s-relay]}" "${PID_OF[$s-home]}"
         fi

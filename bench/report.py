@@ -22,6 +22,7 @@ SUBJECTS = [
     ("rathole", "(3) rathole Noise"),
     ("pinhole", "(4) Pinhole userspace"),
     ("tun", "(5) Pinhole TUN"),
+    ("tunnat", "(6) TUN + kernel_nat"),
 ]
 REFERENCES = ["kernel", "wggo", "rathole"]
 
@@ -174,9 +175,9 @@ def render(results, figures, meta, notes, active):
             cells.append(c)
         lines.append("| " + " | ".join(cells) + " |")
 
-    # Ratios of Pinhole (userspace and TUN) to the three references.
-    pairs = [(t, r) for t in ("pinhole", "tun") for r in REFERENCES]
-    num = {"kernel": "(1)", "wggo": "(2)", "rathole": "(3)", "pinhole": "(4)", "tun": "(5)"}
+    # Ratios of Pinhole (userspace, TUN, TUN + kernel_nat) to the three references.
+    pairs = [(t, r) for t in ("pinhole", "tun", "tunnat") for r in REFERENCES]
+    num = {"kernel": "(1)", "wggo": "(2)", "rathole": "(3)", "pinhole": "(4)", "tun": "(5)", "tunnat": "(6)"}
     rhead = ["figure", "better"] + [f"{num[t]}÷{num[r]}" for t, r in pairs]
     rlines = ["| " + " | ".join(rhead) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(pairs)) + "|"]
     for key, label, unit, better, dec in figures:
@@ -213,6 +214,9 @@ def render(results, figures, meta, notes, active):
     for s, name in SUBJECTS:
         if s not in active and s in notes:
             foot.append(f"{name}: {notes[s]}.")
+    if "tunnat" in active and meta.get("idle_counts"):
+        foot.append("(6) has no idle figures: its relay holds nothing per connection, which lives in "
+                    "the kernel's conntrack table, out of any process's memory.")
     if meta.get("smoke"):
         foot.append("SMOKE RUN: tiny durations, one run; the figures prove the harness works and mean nothing.")
     spread = ""

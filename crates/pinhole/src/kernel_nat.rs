@@ -32,6 +32,36 @@ struct Dnat {
     to_ip: Ipv4Addr,
     to_port: u16,
     count: u16,
+    /// The target is another host: the flow is routed on, and masqueraded so that its
+    /// replies come back through us (exposes only).
+    routed: bool,
+}
+
+impl Dnat {
+    /// `first` or `first-last`: the listen ports in nft's words.
+    fn ports(&self) -> String {
+        if self.count > 1 {
+            let last = u32::from(self.listen_port) + u32::from(self.count) - 1;
+            format!("{}-{last}", self.listen_port)
+        } else {
+            self.listen_port.to_string()
+        }
+    }
+
+    /// Matches, in the post-routing hook, the flows this DNAT rewrote: by the destination the
+    /// client addressed, which conntrack remembers. Other DNATs on the host (containers'
+    /// published ports) are not ours to touch.
+    fn ours(&self) -> String {
+        let to = match self.listen_ip {
+            Some(ip) => format!("ct original ip daddr {ip} "),
+            None => String::new(),
+        };
+        format!(
+            "meta l4proto {} {to}ct original proto-dst {} ct status dnat",
+            self.protocol,
+            self.ports()
+        )
+    }
 }
 
 /// What the kernel is asked to do for one config's kernel NAT services on one TUN device.
@@ -42,8 +72,6 @@ pub struct Plan {
     overlay_ip: Option<Ipv4Addr>,
     forwards: Vec<Dnat>,
     exposes: Vec<Dnat>,
-    /// Some expose's target is another host: its flows are routed on and masqueraded.
-    exposes_routed: bool,
     /// Some expose's target is a loopback address: the device needs `route_localnet`.
     exposes_loopback: bool,
 }
@@ -79,6 +107,7 @@ impl Plan {
                     to_ip: v4(f.to)?,
                     to_port: f.to.port(),
                     count: f.port_count,
+                    routed: false,
                 })
             })
             .collect();
@@ -98,13 +127,17 @@ impl Plan {
                     to_ip: to.host.parse().ok()?,
                     to_port: to.port,
                     count: e.port_count,
+                    routed: false,
                 })
+            })
+            .map(|d: Dnat| Dnat {
+                routed: !is_local(d.to_ip),
+                ..d
             })
             .collect();
         Plan {
             device: device.to_string(),
             overlay_ip,
-            exposes_routed: exposes.iter().any(|d| !is_local(d.to_ip)),
             exposes_loopback: exposes.iter().any(|d| d.to_ip.is_loopback()),
             forwards,
             exposes,
@@ -119,7 +152,7 @@ impl Plan {
     /// True when packets must be routed between interfaces (forwards, and exposes to other
     /// hosts), which needs `net.ipv4.ip_forward`.
     fn needs_forwarding(&self) -> bool {
-        !self.forwards.is_empty() || self.exposes_routed
+        !self.forwards.is_empty() || self.exposes.iter().any(|d| d.routed)
     }
 
     /// The table's name: `pinhole_` and the device name, one table per running peer.
@@ -210,17 +243,23 @@ impl Plan {
         s.push_str(
             "    chain post {\n        type nat hook postrouting priority srcnat; policy accept;\n",
         );
-        if !self.forwards.is_empty() {
+        // A forward's flows enter the tunnel from our overlay address: the peer accepts no
+        // other source from us.
+        for d in &self.forwards {
             let Some(ip) = self.overlay_ip else {
                 bail!("a kernel_nat forward needs an IPv4 address in [interface] address: its connections enter the tunnel from that address");
             };
-            let _ = writeln!(s, "        oifname \"{dev}\" ct status dnat snat to {ip}");
-        }
-        if self.exposes_routed {
             let _ = writeln!(
                 s,
-                "        iifname \"{dev}\" oifname != \"{dev}\" ct status dnat masquerade"
+                "        oifname \"{dev}\" {} snat to {ip} comment \"{}\"",
+                d.ours(),
+                d.name
             );
+        }
+        // An expose to another host: whether the flow came from the tunnel or from this host,
+        // the target must answer us, not an overlay address it has no route to.
+        for d in self.exposes.iter().filter(|d| d.routed) {
+            let _ = writeln!(s, "        {} masquerade comment \"{}\"", d.ours(), d.name);
         }
         s.push_str("    }\n}\n");
         Ok(s)
@@ -230,12 +269,7 @@ impl Plan {
 /// Appends the DNAT rule of `d`, matched on `to_here` and its port(s).
 fn rule(s: &mut String, d: &Dnat, to_here: &str) {
     let proto = d.protocol;
-    let last = u32::from(d.listen_port) + u32::from(d.count) - 1;
-    let ports = if d.count > 1 {
-        format!("{}-{last}", d.listen_port)
-    } else {
-        d.listen_port.to_string()
-    };
+    let ports = d.ports();
     let target = if d.count == 1 {
         format!("dnat to {}:{}", d.to_ip, d.to_port)
     } else if d.listen_port == d.to_port {
