@@ -214,6 +214,9 @@ def render(results, figures, meta, notes, active):
     for s, name in SUBJECTS:
         if s not in active and s in notes:
             foot.append(f"{name}: {notes[s]}.")
+    if "tunnat" in active and not meta.get("tunnat_tcp", True):
+        foot.append("(6) has no throughput or CPU-per-GB figures: six subjects' iperf3 tests would take the bench "
+                    "past 5 minutes (BENCH_TUNNAT_TCP=1 adds them).")
     if "tunnat" in active and meta.get("idle_counts"):
         foot.append("(6) has no idle figures: its relay holds nothing per connection, which lives in "
                     "the kernel's conntrack table, out of any process's memory.")
