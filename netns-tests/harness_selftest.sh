@@ -28,16 +28,7 @@ EOF
 wireguard_go_up wg-relay "$NS_RELAY" "$WG_IF_RELAY" "$OVERLAY_RELAY/24" "$WORK/relay.conf"
 
 say "the home: wireguard-go dialing the relay through its NAT, keepalive 25 s"
-cat >"$WORK/home.conf" <<EOF
-[Interface]
-PrivateKey = $(key home)
-
-[Peer]
-PublicKey = $(pub relay)
-AllowedIPs = $OVERLAY_RELAY/32
-Endpoint = $RELAY_WAN_IP:$WG_PORT
-PersistentKeepalive = 25
-EOF
+stock_home_conf home >"$WORK/home.conf"
 wireguard_go_up wg-home "$NS_HOME" "$WG_IF_HOME" "$OVERLAY_HOME/24" "$WORK/home.conf"
 
 say "the home's own kernel serves HTTP on its tunnel address $OVERLAY_HOME:$OVERLAY_PORT"

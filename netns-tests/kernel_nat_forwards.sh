@@ -329,16 +329,7 @@ has_table "$NS_RELAY" "$RELAY_TABLE" || fail "the relay's table ip $RELAY_TABLE 
 pass "the relay keeps its table ip $RELAY_TABLE"
 
 say "a second home runs stock WireGuard (wireguard-go) and serves on its tunnel address $OVERLAY_STOCK:$OVERLAY_PORT"
-cat >"$WORK/stock.conf" <<EOF
-[Interface]
-PrivateKey = $(key stock)
-
-[Peer]
-PublicKey = $(pub relay)
-AllowedIPs = $OVERLAY_RELAY/32
-Endpoint = $RELAY_WAN_IP:$WG_PORT
-PersistentKeepalive = 25
-EOF
+stock_home_conf stock >"$WORK/stock.conf"
 wireguard_go_up wg-stock "$NS_HOME" "$WG_IF_HOME" "$OVERLAY_STOCK/24" "$WORK/stock.conf"
 home_web web-stock "$NS_HOME" "$OVERLAY_STOCK" "$OVERLAY_PORT"
 STOCK_URL="http://$RELAY_PUBLIC_IP:$STOCK_PORT"

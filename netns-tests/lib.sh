@@ -542,6 +542,21 @@ wait_relay_ready() {
 # Stock WireGuard (wireguard-go + wg)
 # ---------------------------------------------------------------------------------------------
 
+# stock_home_conf KEY : the wg(8) config of a stock WireGuard home with key KEY that dials the
+# relay through its NAT, keepalive 25 s; for wireguard_go_up.
+stock_home_conf() {
+    cat <<EOF
+[Interface]
+PrivateKey = $(key "$1")
+
+[Peer]
+PublicKey = $(pub relay)
+AllowedIPs = $OVERLAY_RELAY/32
+Endpoint = $RELAY_WAN_IP:$WG_PORT
+PersistentKeepalive = 25
+EOF
+}
+
 # wireguard_go_up NAME NS IFNAME ADDRESS/PREFIX WG_CONF : a wireguard-go interface in NS.
 WG_SOCKETS=() # every wireguard-go control socket of this run, removed by cleanup
 wireguard_go_up() {

@@ -18,16 +18,7 @@ pinhole_up relay "$NS_RELAY" "$WORK/relay.toml" -v
 wait_relay_ready relay 10
 
 say "at home: wireguard-go, configured with wg setconf and ip addr, dialing the relay"
-cat >"$WORK/home.conf" <<EOF
-[Interface]
-PrivateKey = $(key home)
-
-[Peer]
-PublicKey = $(pub relay)
-AllowedIPs = $OVERLAY_RELAY/32
-Endpoint = $RELAY_WAN_IP:$WG_PORT
-PersistentKeepalive = 25
-EOF
+stock_home_conf home >"$WORK/home.conf"
 wireguard_go_up wg-home "$NS_HOME" "$WG_IF_HOME" "$OVERLAY_HOME/24" "$WORK/home.conf"
 
 say "at home: the kernel serves HTTP on the tunnel address $OVERLAY_HOME:$OVERLAY_PORT"
