@@ -9,6 +9,7 @@
 # (a port range with an offset) through the relay's public ports get their answers; the home
 # service sees the relay's overlay address as the client; megabytes pass intact both ways with
 # the MSS of the handshake clamped to the tunnel; the relay host reaches its own public port;
+# a forward with an allow list refuses the client and serves the address it allows;
 # each table lives exactly as long as its Pinhole. Then the home adds, by reload, an expose of a
 # camera on its LAN (another host): refused while the home does not route, then reached both
 # from the world and from the home host itself, the camera seeing the home's LAN address. Last,
@@ -29,6 +30,7 @@ TUNNEL_MTU=1420         # the default; the veth links have 1500
 CLIENT_MSS=$((1500 - 40))
 CLAMPED_MSS=$((TUNNEL_MTU - 40))
 BIG_MIB=8
+STAFF_PORT=8083        # a public port only the relay's own WAN address may use (allow)
 CAMERA_PUBLIC=8082     # the relay's public port for the camera...
 CAMERA_OVERLAY=8554    # ...the home's overlay port for it...
 CAMERA_PORT=9000       # ...and the camera itself, on the home's LAN (the NAT box's $NAT_LAN_IP)
@@ -177,6 +179,13 @@ to = "$OVERLAY_HOME:$UDP_OVERLAY"
 kernel_nat = true
 
 [[forward]]
+name = "staff"
+listen = "0.0.0.0:$STAFF_PORT"
+to = "$OVERLAY_HOME:$OVERLAY_PORT"
+allow = ["$RELAY_WAN_IP/32"]
+kernel_nat = true
+
+[[forward]]
 name = "camera"
 listen = "0.0.0.0:$CAMERA_PUBLIC"
 to = "$OVERLAY_HOME:$CAMERA_OVERLAY"
@@ -289,6 +298,16 @@ for addr in "$RELAY_PUBLIC_IP" "$RELAY_WAN_IP"; do
     pass "the relay host's request to $addr:$PUBLIC_PORT reaches the home service (seen as $seen)"
 done
 check_udp "$NS_RELAY" "$RELAY_PUBLIC_IP" "${UDP_PUBLIC#*-}" "${UDP_SERVICE#*-}" "the relay host"
+
+say "tcp/$STAFF_PORT allows only $RELAY_WAN_IP: the rule does not rewrite the client's packets, and the relay refuses them"
+rc=0
+out=$(in_ns "$NS_CLIENT" curl -sS --max-time 5 "http://$RELAY_PUBLIC_IP:$STAFF_PORT/" 2>&1) || rc=$?
+((rc == 7)) || fail "the client should be refused at once on tcp/$STAFF_PORT (curl exit 7), but curl exited $rc: $out"
+pass "the client ($CLIENT_IP) is refused on tcp/$STAFF_PORT (connection refused)"
+seen=$(in_ns "$NS_RELAY" curl -fsS --max-time 5 --interface "$RELAY_WAN_IP" "http://$RELAY_WAN_IP:$STAFF_PORT/whoami") ||
+    fail "a request from the allowed $RELAY_WAN_IP to tcp/$STAFF_PORT failed: $seen"
+[[ $seen == "$OVERLAY_RELAY:"* ]] || fail "the allowed request reached a service that saw $seen"
+pass "a request from the allowed address $RELAY_WAN_IP reaches the home service (seen as $seen)"
 
 say "a camera on the home's LAN ($NAT_LAN_IP:$CAMERA_PORT, another host) gets a kernel_nat expose, by reload"
 home_web camera "$NS_NAT" "$NAT_LAN_IP" "$CAMERA_PORT"

@@ -51,6 +51,13 @@ fn kernel_nat_services_parse() {
     assert_eq!(c.forwards[1].port_count, 16);
     assert!(c.exposes[0].kernel_nat);
     assert!(matches!(&c.exposes[0].to, ExposeTarget::Addr(e) if e.host == "127.0.0.1"));
+    // Access lists are the rule's own match, so they stay.
+    let listed = NAT.replace(
+        "to = \"10.77.0.2:8443\"\n",
+        "to = \"10.77.0.2:8443\"\nallow = [\"203.0.113.0/24\"]\ndeny = [\"203.0.113.7\"]\n",
+    );
+    let listed = parse(&listed).unwrap().config;
+    assert_eq!(listed.forwards[0].access.deny.len(), 1);
     let off = parse(&NAT.replace("kernel_nat = true", "kernel_nat = false")).unwrap();
     assert!(!off.config.forwards[0].kernel_nat && !off.config.exposes[0].kernel_nat);
     let shown = c.describe();
@@ -85,9 +92,9 @@ fn kernel_nat_refuses_what_only_pinhole_does() {
     );
     check(
         "to = \"127.0.0.1:22\"\n",
-        "to = \"127.0.0.1:22\"\nallow = [\"10.77.0.0/24\"]\nidle_timeout = \"1m\"\n",
+        "to = \"127.0.0.1:22\"\nrate_limit = \"5/s\"\nidle_timeout = \"1m\"\n",
         &[
-            "relay.toml:28:9: expose[0].allow: allow does not apply with kernel_nat: the kernel forwards these packets and Pinhole never sees the connections; fix: remove it, or remove kernel_nat to let Pinhole carry the connections itself",
+            "relay.toml:28:14: expose[0].rate_limit: rate_limit does not apply with kernel_nat: the kernel forwards these packets and Pinhole never sees the connections; fix: remove it, or remove kernel_nat to let Pinhole carry the connections itself",
             "relay.toml:29:16: expose[0].idle_timeout: idle_timeout does not apply with kernel_nat: the kernel forwards these packets and Pinhole never sees the connections; fix: remove it, or remove kernel_nat to let Pinhole carry the connections itself",
         ],
     );

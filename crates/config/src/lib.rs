@@ -254,7 +254,8 @@ pub struct Forward {
     pub accept_proxy_protocol: bool,
     /// The kernel forwards this service's packets by NAT into the TUN device, and Pinhole only
     /// encrypts them: no socket here, and no connection for Pinhole to count, limit or time
-    /// out (those keys are refused). IPv4 only; needs `netstack = "tun"`.
+    /// out (those keys are refused; `access` is written into the rule). IPv4 only; needs
+    /// `netstack = "tun"`.
     pub kernel_nat: bool,
 }
 

@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use pinhole_config::{Config, ExposeTarget, Protocol};
+use pinhole_config::{Access, Config, ExposeTarget, Protocol};
 
 /// One DNAT: packets to `listen` (and the `count - 1` ports after it) go to `to` (and the
 /// ports after it, in step).
@@ -35,6 +35,34 @@ struct Dnat {
     /// The target is another host: the flow is routed on, and masqueraded so that its
     /// replies come back through us (exposes only).
     routed: bool,
+    /// Who may connect, as an nft match on the source address (see `who()`); `None` when
+    /// nobody can: an `allow` list with no IPv4 entry.
+    who: Option<String>,
+}
+
+/// `access` as the start of a rule: `ip saddr != { deny } ip saddr { allow } `, either part
+/// left out when its list has no IPv4 entry; `None` when `allow` lists only IPv6 prefixes,
+/// which no IPv4 client is in. A client the rule does not match is not rewritten: its packet
+/// reaches this host's own port, where nothing listens, and is refused there.
+fn who(access: &Access) -> Option<String> {
+    let v4 = |list: &[pinhole_config::Cidr]| -> Vec<String> {
+        list.iter()
+            .filter(|c| c.addr().is_ipv4())
+            .map(|c| c.to_string())
+            .collect()
+    };
+    let (allow, deny) = (v4(&access.allow), v4(&access.deny));
+    if !access.allow.is_empty() && allow.is_empty() {
+        return None;
+    }
+    let mut m = String::new();
+    if !deny.is_empty() {
+        let _ = write!(m, "ip saddr != {{ {} }} ", deny.join(", "));
+    }
+    if !allow.is_empty() {
+        let _ = write!(m, "ip saddr {{ {} }} ", allow.join(", "));
+    }
+    Some(m)
 }
 
 impl Dnat {
@@ -108,6 +136,7 @@ impl Plan {
                     to_port: f.to.port(),
                     count: f.port_count,
                     routed: false,
+                    who: who(&f.access),
                 })
             })
             .collect();
@@ -128,6 +157,7 @@ impl Plan {
                     to_port: to.port,
                     count: e.port_count,
                     routed: false,
+                    who: who(&e.access),
                 })
             })
             .map(|d: Dnat| Dnat {
@@ -268,6 +298,9 @@ impl Plan {
 
 /// Appends the DNAT rule of `d`, matched on `to_here` and its port(s).
 fn rule(s: &mut String, d: &Dnat, to_here: &str) {
+    let Some(who) = &d.who else {
+        return;
+    };
     let proto = d.protocol;
     let ports = d.ports();
     let target = if d.count == 1 {
@@ -287,7 +320,7 @@ fn rule(s: &mut String, d: &Dnat, to_here: &str) {
     };
     let _ = writeln!(
         s,
-        "        {to_here} {proto} dport {ports} {target} comment \"{}\"",
+        "        {to_here} {who}{proto} dport {ports} {target} comment \"{}\"",
         d.name
     );
 }

@@ -1,6 +1,7 @@
 //! `kernel_nat = true`: the kernel forwards a service's packets by NAT into or out of the TUN
 //! device, and Pinhole only encrypts them. Pinhole then never sees the service's connections,
-//! so what only Pinhole could do for them is refused here, at load.
+//! so what only Pinhole could do for them is refused here, at load. `allow` and `deny` stay:
+//! the rule itself matches the client's address.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -40,8 +41,6 @@ pub(super) fn kernel_nat(
         ("idle_timeout", r.idle_timeout.span()),
         ("max_connections", r.max_connections.span()),
         ("max_sessions", r.max_sessions.span()),
-        ("allow", r.allow.span()),
-        ("deny", r.deny.span()),
         ("rate_limit", r.rate_limit.span()),
         ("proxy_protocol", r.proxy_protocol.span()),
         (

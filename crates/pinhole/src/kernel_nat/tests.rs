@@ -171,7 +171,12 @@ fn nft_accepts_the_scripts() {
         eprintln!("skipped: `nft -c` needs root and the nft command");
         return;
     }
-    for text in [RELAY, HOME] {
+    let listed = RELAY.replacen(
+        "to = \"10.77.0.2:8443\"\n",
+        "to = \"10.77.0.2:8443\"\nallow = [\"203.0.113.0/24\"]\ndeny = [\"203.0.113.7\"]\n",
+        1,
+    );
+    for text in [RELAY, HOME, &listed] {
         let script = plan(text).script().unwrap();
         let mut child = Command::new("nft")
             .args(["-c", "-f", "-"])
@@ -192,4 +197,29 @@ fn nft_accepts_the_scripts() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn access_lists_are_the_rules_own_match_and_ipv6_entries_match_no_one_here() {
+    let listed = RELAY.replacen(
+        "to = \"10.77.0.2:8443\"\n",
+        "to = \"10.77.0.2:8443\"\nallow = [\"203.0.113.0/24\", \"2001:db8::/32\"]\ndeny = [\"203.0.113.7\"]\n",
+        1,
+    );
+    let s = plan(&listed).script().unwrap();
+    let want = r#"fib daddr type local ip saddr != { 203.0.113.7/32 } ip saddr { 203.0.113.0/24 } tcp dport 443 dnat to 10.77.0.2:8443 comment "web""#;
+    assert!(s.contains(want), "missing {want:?} in\n{s}");
+
+    // Only IPv6 clients are allowed: no IPv4 client may use it, so no rule rewrites any.
+    let v6_only = RELAY.replacen(
+        "to = \"10.77.0.2:8443\"\n",
+        "to = \"10.77.0.2:8443\"\nallow = [\"2001:db8::/32\"]\n",
+        1,
+    );
+    let s = plan(&v6_only).script().unwrap();
+    assert!(!s.contains("dnat to 10.77.0.2:8443"), "{s}");
+    assert!(
+        s.contains("comment \"game\""),
+        "the other services keep their rules:\n{s}"
+    );
 }
