@@ -290,6 +290,19 @@ clamped=$(mss_seen "$NS_HOME" expected)
 ((clamped >= 4)) || fail "only $clamped of the client's handshakes reached home with MSS $CLAMPED_MSS ($(mss_seen "$NS_HOME" other) with another)"
 assert_eq 0 "$(mss_seen "$NS_HOME" other)" "every one reached home with MSS $CLAMPED_MSS, clamped to the tunnel's MTU $TUNNEL_MTU ($clamped SYNs)"
 
+# total_of CONFIG KIND NAME : the connections pinhole status counts for that forward or expose.
+total_of() {
+    "$PINHOLE" status -c "$1" --json | python3 -c 'import json, sys
+kind, name = sys.argv[1], sys.argv[2]
+print(next(s["total"] for s in json.load(sys.stdin)[kind] if s["name"] == name))' "$2" "$3"
+}
+n=$(total_of "$WORK/relay.toml" forwards web) || fail "pinhole status --json on the relay failed: $n"
+((n >= 4)) || fail "pinhole status counts $n connections for the relay's kernel NAT forward \"web\"; the client made at least 4"
+pass "pinhole status on the relay counts the kernel's $n connections of forward \"web\""
+n=$(total_of "$WORK/home.toml" exposes game) || fail "pinhole status --json at home failed: $n"
+((n == 2)) || fail "pinhole status at home counts $n UDP sessions for expose \"game\", not the client's 2"
+pass "pinhole status at home counts 2 UDP sessions for expose \"game\", one per port"
+
 say "on the relay host itself: connections to its own public addresses"
 for addr in "$RELAY_PUBLIC_IP" "$RELAY_WAN_IP"; do
     seen=$(whoami_via "$NS_RELAY" "http://$addr:$PUBLIC_PORT") ||

@@ -25,6 +25,8 @@ use pinhole_config::{Access, Config, ExposeTarget, Protocol};
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Dnat {
     name: String,
+    /// The table's counter of the flows this rule rewrote (see [`counter_name`]).
+    counter: String,
     protocol: Protocol,
     /// `None`: any local address (a forward listening on 0.0.0.0).
     listen_ip: Option<Ipv4Addr>,
@@ -129,6 +131,7 @@ impl Plan {
             .filter_map(|f| {
                 Some(Dnat {
                     name: f.name.clone(),
+                    counter: counter_name("forward", &f.name),
                     protocol: f.protocol,
                     listen_ip: v4(f.listen).filter(|ip| !ip.is_unspecified()),
                     listen_port: f.listen.port(),
@@ -150,6 +153,7 @@ impl Plan {
                 };
                 Some(Dnat {
                     name: e.name.clone(),
+                    counter: counter_name("expose", &e.name),
                     protocol: e.protocol,
                     listen_ip: v4(e.listen),
                     listen_port: e.listen.port(),
@@ -214,6 +218,11 @@ impl Plan {
             bail!("TUN device name {dev:?} cannot be written in an nftables rule; set [interface] tun_name to letters, digits, '.', '_' or '-'");
         }
         let _ = writeln!(s, "table ip {table} {{");
+        // One counter per service: the nat hooks see only the first packet of a flow, so it
+        // counts the connections (UDP sessions) the rule rewrote, for `pinhole status`.
+        for d in self.forwards.iter().chain(&self.exposes) {
+            let _ = writeln!(s, "    counter {} {{}}", d.counter);
+        }
         // Packets from elsewhere: clients of forwards, peers reaching exposes.
         s.push_str(
             "    chain pre {\n        type nat hook prerouting priority dstnat; policy accept;\n",
@@ -320,8 +329,8 @@ fn rule(s: &mut String, d: &Dnat, to_here: &str) {
     };
     let _ = writeln!(
         s,
-        "        {to_here} {who}{proto} dport {ports} {target} comment \"{}\"",
-        d.name
+        "        {to_here} {who}{proto} dport {ports} counter name \"{}\" {target} comment \"{}\"",
+        d.counter, d.name
     );
 }
 
@@ -381,6 +390,49 @@ impl Drop for Rules {
             tracing::warn!("{e:#}");
         }
     }
+}
+
+/// The name of the counter of `kind`'s (`forward`, `expose`) service `name`: config names are
+/// letters, digits, `.`, `_` and `-`, which an nft identifier may hold after a letter.
+pub fn counter_name(kind: &str, name: &str) -> String {
+    format!("{kind}_{name}")
+}
+
+/// The counters of `table`: (counter name, flows counted). Blocking: it runs `nft`.
+pub fn counted(table: &str) -> Result<Vec<(String, u64)>> {
+    let out = Command::new("nft")
+        .args(["-j", "list", "counters", "table", "ip", table])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("running nft")?;
+    if !out.status.success() {
+        bail!(
+            "nft could not list the counters of {table}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    parse_counters(&out.stdout)
+}
+
+/// `nft -j list counters` output to (name, packets) pairs.
+fn parse_counters(json: &[u8]) -> Result<Vec<(String, u64)>> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(json).context("nft's JSON did not parse")?;
+    let items = doc
+        .get("nftables")
+        .and_then(|v| v.as_array())
+        .context("nft's JSON has no \"nftables\" list")?;
+    Ok(items
+        .iter()
+        .filter_map(|item| {
+            let c = item.get("counter")?;
+            Some((
+                c.get("name")?.as_str()?.to_string(),
+                c.get("packets")?.as_u64()?,
+            ))
+        })
+        .collect())
 }
 
 /// Whether this network namespace routes IPv4 between interfaces.

@@ -288,10 +288,12 @@ struct Peer {
 
 impl Peer {
     /// What status shows, in config order so that it reads like the file. A kernel NAT
-    /// service has no task and no connection of ours to count: zeros, and `to` says why.
+    /// service has no task and no connection of ours to count: the kernel counts it (`to` says
+    /// so, and status reads the table's counter).
     fn snapshot(&self) -> Snapshot {
         let nat = self.nat.as_ref().is_some_and(|p| !p.is_empty());
-        let view = |name: &str,
+        let view = |kind: &str,
+                    name: &str,
                     protocol: Protocol,
                     listen: String,
                     to: String,
@@ -312,11 +314,18 @@ impl Peer {
                     format!("{to} (kernel NAT)")
                 },
                 counters,
+                kernel_nat: match (running, &self.nat) {
+                    (None, Some(plan)) => {
+                        Some((plan.table(), kernel_nat::counter_name(kind, name)))
+                    }
+                    _ => None,
+                },
             })
         };
         let forwards = self.config.forwards.iter().filter_map(|f| {
             let r = self.forwards.iter().find(|(g, _)| g.name == f.name);
             view(
+                "forward",
                 &f.name,
                 f.protocol,
                 f.show_listen(),
@@ -328,6 +337,7 @@ impl Peer {
         let exposes = self.config.exposes.iter().filter_map(|e| {
             let r = self.exposes.iter().find(|(g, _)| g.name == e.name);
             view(
+                "expose",
                 &e.name,
                 e.protocol,
                 e.show_listen(),

@@ -5,6 +5,7 @@
 //! command channel; the services' figures are shared counters. The list of
 //! services changes only on reload, under a lock that no packet ever takes.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use pinhole_config::Config;
@@ -25,6 +26,9 @@ pub struct ServiceView {
     pub listen: String,
     pub to: String,
     pub counters: Arc<Counters>,
+    /// For a `kernel_nat` service, (nftables table, counter): its connections are counted by
+    /// the kernel, not in `counters`.
+    pub kernel_nat: Option<(String, String)>,
 }
 
 /// The config in force and the services running under it.
@@ -122,6 +126,7 @@ impl Control for View {
             })
             .collect();
         let engine = self.engine_counters().await;
+        let counted = kernel_counted(forwards.iter().chain(exposes)).await;
         Status {
             engine,
             interface: InterfaceStatus {
@@ -136,8 +141,14 @@ impl Control for View {
                     .collect(),
             },
             peers,
-            forwards: forwards.iter().map(service_status).collect(),
-            exposes: exposes.iter().map(service_status).collect(),
+            forwards: forwards
+                .iter()
+                .map(|s| service_status(s, &counted))
+                .collect(),
+            exposes: exposes
+                .iter()
+                .map(|s| service_status(s, &counted))
+                .collect(),
         }
     }
 
@@ -191,15 +202,46 @@ impl UapiSource for View {
     }
 }
 
-fn service_status(s: &ServiceView) -> ServiceStatus {
+/// The kernel's counts of the `kernel_nat` services among `services`: (table, counter) →
+/// connections. A table nft cannot list counts nothing, with a debug line: status still
+/// answers.
+async fn kernel_counted<'a>(
+    services: impl Iterator<Item = &'a ServiceView>,
+) -> HashMap<(String, String), u64> {
+    let mut tables: Vec<String> = services
+        .filter_map(|s| s.kernel_nat.as_ref().map(|(t, _)| t.clone()))
+        .collect();
+    tables.sort();
+    tables.dedup();
+    let mut out = HashMap::new();
+    for table in tables {
+        let t = table.clone();
+        match tokio::task::spawn_blocking(move || crate::kernel_nat::counted(&t)).await {
+            Ok(Ok(counts)) => {
+                out.extend(counts.into_iter().map(|(c, n)| ((table.clone(), c), n)));
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%table, error = %format!("{e:#}"), "no kernel NAT counts")
+            }
+            Err(e) => tracing::debug!(%table, error = %e, "no kernel NAT counts"),
+        }
+    }
+    out
+}
+
+fn service_status(s: &ServiceView, counted: &HashMap<(String, String), u64>) -> ServiceStatus {
     let c = s.counters.snapshot();
+    let total = match &s.kernel_nat {
+        Some(key) => counted.get(key).copied().unwrap_or(0),
+        None => c.total,
+    };
     ServiceStatus {
         name: s.name.clone(),
         protocol: s.protocol.clone(),
         listen: s.listen.clone(),
         to: s.to.clone(),
         active: c.active,
-        total: c.total,
+        total,
         refused: c.refused + c.failed,
         rx_bytes: c.rx_bytes,
         tx_bytes: c.tx_bytes,

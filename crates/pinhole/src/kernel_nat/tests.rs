@@ -80,17 +80,20 @@ fn a_relay_dnats_its_public_ports_into_the_tunnel_from_its_overlay_address() {
     let want = r#"table ip pinhole_pinhole0
 delete table ip pinhole_pinhole0
 table ip pinhole_pinhole0 {
+    counter forward_web {}
+    counter forward_game {}
+    counter forward_same {}
     chain pre {
         type nat hook prerouting priority dstnat; policy accept;
-        fib daddr type local tcp dport 443 dnat to 10.77.0.2:8443 comment "web"
-        ip daddr 203.0.113.1 udp dport 27015-27016 dnat ip to udp dport map { 27015 : 10.77.0.2 . 28015, 27016 : 10.77.0.2 . 28016 } comment "game"
-        fib daddr type local tcp dport 5000-5009 dnat to 10.77.0.2 comment "same"
+        fib daddr type local tcp dport 443 counter name "forward_web" dnat to 10.77.0.2:8443 comment "web"
+        ip daddr 203.0.113.1 udp dport 27015-27016 counter name "forward_game" dnat ip to udp dport map { 27015 : 10.77.0.2 . 28015, 27016 : 10.77.0.2 . 28016 } comment "game"
+        fib daddr type local tcp dport 5000-5009 counter name "forward_same" dnat to 10.77.0.2 comment "same"
     }
     chain out {
         type nat hook output priority -100; policy accept;
-        fib daddr type local ip daddr != 127.0.0.0/8 tcp dport 443 dnat to 10.77.0.2:8443 comment "web"
-        ip daddr 203.0.113.1 udp dport 27015-27016 dnat ip to udp dport map { 27015 : 10.77.0.2 . 28015, 27016 : 10.77.0.2 . 28016 } comment "game"
-        fib daddr type local ip daddr != 127.0.0.0/8 tcp dport 5000-5009 dnat to 10.77.0.2 comment "same"
+        fib daddr type local ip daddr != 127.0.0.0/8 tcp dport 443 counter name "forward_web" dnat to 10.77.0.2:8443 comment "web"
+        ip daddr 203.0.113.1 udp dport 27015-27016 counter name "forward_game" dnat ip to udp dport map { 27015 : 10.77.0.2 . 28015, 27016 : 10.77.0.2 . 28016 } comment "game"
+        fib daddr type local ip daddr != 127.0.0.0/8 tcp dport 5000-5009 counter name "forward_same" dnat to 10.77.0.2 comment "same"
     }
     chain through {
         type filter hook forward priority filter; policy accept;
@@ -114,8 +117,8 @@ fn a_home_dnats_its_overlay_ports_and_masquerades_only_toward_other_hosts() {
     assert!(p.exposes_loopback && p.needs_forwarding());
     let s = p.script().unwrap();
     for line in [
-        r#"iifname "pinhole0" ip daddr 10.77.0.2 tcp dport 8443 dnat to 127.0.0.1:443 comment "web""#,
-        r#"ip daddr 10.77.0.2 tcp dport 8554 dnat to 192.168.1.50:554 comment "camera""#,
+        r#"iifname "pinhole0" ip daddr 10.77.0.2 tcp dport 8443 counter name "expose_web" dnat to 127.0.0.1:443 comment "web""#,
+        r#"ip daddr 10.77.0.2 tcp dport 8554 counter name "expose_camera" dnat to 192.168.1.50:554 comment "camera""#,
         // Only the camera's flows, from the tunnel or from this host, and no other DNAT's.
         r#"meta l4proto tcp ct original ip daddr 10.77.0.2 ct original proto-dst 8554 ct status dnat masquerade comment "camera""#,
     ] {
@@ -207,7 +210,7 @@ fn access_lists_are_the_rules_own_match_and_ipv6_entries_match_no_one_here() {
         1,
     );
     let s = plan(&listed).script().unwrap();
-    let want = r#"fib daddr type local ip saddr != { 203.0.113.7/32 } ip saddr { 203.0.113.0/24 } tcp dport 443 dnat to 10.77.0.2:8443 comment "web""#;
+    let want = r#"fib daddr type local ip saddr != { 203.0.113.7/32 } ip saddr { 203.0.113.0/24 } tcp dport 443 counter name "forward_web" dnat to 10.77.0.2:8443 comment "web""#;
     assert!(s.contains(want), "missing {want:?} in\n{s}");
 
     // Only IPv6 clients are allowed: no IPv4 client may use it, so no rule rewrites any.
@@ -222,4 +225,18 @@ fn access_lists_are_the_rules_own_match_and_ipv6_entries_match_no_one_here() {
         s.contains("comment \"game\""),
         "the other services keep their rules:\n{s}"
     );
+}
+
+#[test]
+fn the_counters_nft_lists_are_read_by_name() {
+    let json = br#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"counter": {"family": "ip", "name": "forward_web-1.x", "table": "pinhole_x", "handle": 3, "packets": 42, "bytes": 2520}}, {"counter": {"family": "ip", "name": "expose_cam", "table": "pinhole_x", "handle": 4, "packets": 0, "bytes": 0}}]}"#;
+    assert_eq!(
+        parse_counters(json).unwrap(),
+        vec![
+            (counter_name("forward", "web-1.x"), 42),
+            (counter_name("expose", "cam"), 0)
+        ]
+    );
+    assert!(parse_counters(b"{}").is_err());
+    assert!(parse_counters(b"not json").is_err());
 }
