@@ -83,25 +83,19 @@ pub(crate) fn describe(config: &Config) -> String {
     }
     for f in &config.forwards {
         let peer = config.peers.get(f.peer).map_or("?", |p| p.name.as_str());
-        if f.kernel_nat {
-            let _ = writeln!(
-                s,
-                "  {:<width$}  {} {} -> {} via peer {peer}  (kernel NAT)",
-                f.name,
+        // A kernel NAT forward has none of Pinhole's limits or PROXY settings (load refuses them).
+        let mut limits = if f.kernel_nat {
+            "kernel NAT".to_string()
+        } else {
+            limits(
                 f.protocol,
-                f.show_listen(),
-                f.show_to(),
-            );
-            continue;
-        }
-        let mut limits = limits(
-            f.protocol,
-            f.connect_timeout,
-            f.idle_timeout,
-            f.max_connections,
-            f.max_sessions,
-            f.rate_limit,
-        );
+                f.connect_timeout,
+                f.idle_timeout,
+                f.max_connections,
+                f.max_sessions,
+                f.rate_limit,
+            )
+        };
         if let Some(v) = f.proxy_protocol {
             limits.push_str(&format!(", proxy protocol {v}"));
         }
@@ -122,25 +116,18 @@ pub(crate) fn describe(config: &Config) -> String {
         let _ = writeln!(s, "exposes");
     }
     for e in &config.exposes {
-        if e.kernel_nat {
-            let _ = writeln!(
-                s,
-                "  {:<width$}  {} {} -> {}  (kernel NAT)",
-                e.name,
+        let limits = if e.kernel_nat {
+            "kernel NAT".to_string()
+        } else {
+            limits(
                 e.protocol,
-                e.show_listen(),
-                e.show_to(),
-            );
-            continue;
-        }
-        let limits = limits(
-            e.protocol,
-            e.connect_timeout,
-            e.idle_timeout,
-            e.max_connections,
-            e.max_sessions,
-            e.rate_limit,
-        );
+                e.connect_timeout,
+                e.idle_timeout,
+                e.max_connections,
+                e.max_sessions,
+                e.rate_limit,
+            )
+        };
         let _ = writeln!(
             s,
             "  {:<width$}  {} {} -> {}  ({limits})",

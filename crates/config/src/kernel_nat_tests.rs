@@ -58,6 +58,11 @@ fn kernel_nat_services_parse() {
     );
     let listed = parse(&listed).unwrap().config;
     assert_eq!(listed.forwards[0].access.deny.len(), 1);
+    let shown = listed.describe();
+    assert!(
+        shown.contains("203.0.113.0/24") && shown.contains("203.0.113.7"),
+        "{shown}"
+    );
     let off = parse(&NAT.replace("kernel_nat = true", "kernel_nat = false")).unwrap();
     assert!(!off.config.forwards[0].kernel_nat && !off.config.exposes[0].kernel_nat);
     let shown = c.describe();
