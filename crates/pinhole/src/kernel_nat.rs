@@ -461,11 +461,12 @@ fn nft(script: &str) -> Result<()> {
             ),
             _ => anyhow::Error::new(e).context("running nft"),
         })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .context("writing the rules to nft")?;
-    }
+    // nft may stop reading early (a syntax error): its complaint is the better error, so a
+    // failed write is reported only when nft itself says nothing.
+    let written = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(script.as_bytes()),
+        None => Ok(()),
+    };
     let out = child.wait_with_output().context("waiting for nft")?;
     if !out.status.success() {
         let why = String::from_utf8_lossy(&out.stderr);
@@ -475,6 +476,7 @@ fn nft(script: &str) -> Result<()> {
             why.trim()
         );
     }
+    written.context("writing the rules to nft")?;
     Ok(())
 }
 
