@@ -8,12 +8,14 @@
 # refuses to start and names the sysctl. With it, the world's TCP request and UDP datagrams
 # (a port range with an offset) through the relay's public ports get their answers; the home
 # service sees the relay's overlay address as the client; megabytes pass intact both ways with
-# the MSS of the handshake clamped to the tunnel; the relay host reaches its own public port;
-# a forward with an allow list refuses the client and serves the address it allows;
-# each table lives exactly as long as its Pinhole. Then the home adds, by reload, an expose of a
-# camera on its LAN (another host): refused while the home does not route, then reached both
-# from the world and from the home host itself, the camera seeing the home's LAN address. Last,
-# a stock WireGuard home (wireguard-go) behind another kernel_nat forward of the same relay.
+# the MSS of the handshake clamped to the tunnel; status counts the kernel's connections; the
+# relay host reaches its own public port; a forward with an allow list refuses the client and
+# serves the address it allows. The home adds, by reload, an expose of a camera on its LAN
+# (another host): refused while the home does not route, then reached both from the world and
+# from the home host itself, the camera seeing the home's LAN address. Each table lives exactly
+# as long as its Pinhole. A home on the userspace stack, whose expose Pinhole carries, is
+# reached through the same kernel NAT forward, and last a stock WireGuard home (wireguard-go)
+# behind another kernel_nat forward of the same relay.
 source "$(dirname "$0")/lib.sh"
 
 # kernel_nat needs the TUN stack whatever pass runs this story: relay_config_head and
@@ -359,6 +361,22 @@ assert_eq 0 "$STOP_RC" "pinhole up (home) exits 0 on SIGTERM"
 pass "table ip $HOME_TABLE is gone from the home namespace"
 has_table "$NS_RELAY" "$RELAY_TABLE" || fail "the relay's table ip $RELAY_TABLE went away with the home"
 pass "the relay keeps its table ip $RELAY_TABLE"
+
+say "the home comes back on the userspace stack, its expose carried by Pinhole: the relay's kernel NAT does not mind"
+NETSTACK=userspace home_config_head "home: the embedded stack; the relay still forwards by kernel NAT." >"$WORK/home-user.toml"
+cat >>"$WORK/home-user.toml" <<EOF
+
+[[expose]]
+name = "web"
+listen = "$OVERLAY_HOME:$OVERLAY_PORT"
+to = "127.0.0.1:$SERVICE_PORT"
+EOF
+pinhole_up home-user "$NS_HOME" "$WORK/home-user.toml" -v
+wait_for 15 "the client's request through the relay's kernel NAT to the userspace home" client_gets_hello
+pass "the client's request is answered through the userspace home's carried expose"
+sha=$(in_ns "$NS_CLIENT" curl -fsS --max-time 60 "$PUBLIC_URL/big.bin" | sha256sum | cut -d' ' -f1)
+assert_eq "$BIG_SHA" "$sha" "$BIG_MIB MiB from the userspace home came through intact (sha256)"
+stop home-user TERM
 
 say "a second home runs stock WireGuard (wireguard-go) and serves on its tunnel address $OVERLAY_STOCK:$OVERLAY_PORT"
 stock_home_conf stock >"$WORK/stock.conf"
