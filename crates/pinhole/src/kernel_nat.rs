@@ -5,12 +5,13 @@
 //! with the source rewritten to our overlay address (the peer accepts only that). An expose
 //! becomes a DNAT of its overlay port to the target; a target on another host is also
 //! masqueraded, so its replies come back through us. No connection is ended or copied in user
-//! space, which is what makes this the fastest path, and why limits, timeouts, access lists
-//! and PROXY headers are refused at load for these services.
+//! space, which is what makes this the fastest path, and why limits, timeouts and PROXY
+//! headers are refused at load for these services; access lists become the rules' own match.
 //!
 //! [`Plan`] is the pure part: the checked services in, an nftables script out. [`Rules`] is
-//! the edge: it runs `nft`, once per start or reload, owns one table named for the device,
-//! and deletes it when the peer stops.
+//! the edge: it runs `nft` at start and at each reload that changes the plan, owns one table
+//! named for the device, and deletes it when the peer stops. [`counted`] reads the table's
+//! counters for `pinhole status`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
