@@ -103,8 +103,6 @@ pub struct Plan {
     overlay_ip: Option<Ipv4Addr>,
     forwards: Vec<Dnat>,
     exposes: Vec<Dnat>,
-    /// Some expose's target is a loopback address: the device needs `route_localnet`.
-    exposes_loopback: bool,
 }
 
 impl Plan {
@@ -173,7 +171,6 @@ impl Plan {
         Plan {
             device: device.to_string(),
             overlay_ip,
-            exposes_loopback: exposes.iter().any(|d| d.to_ip.is_loopback()),
             forwards,
             exposes,
         }
@@ -182,6 +179,12 @@ impl Plan {
     /// True when no service asks for kernel NAT: no table is needed.
     pub fn is_empty(&self) -> bool {
         self.forwards.is_empty() && self.exposes.is_empty()
+    }
+
+    /// True when some expose's target is a loopback address: the device needs
+    /// `route_localnet`.
+    fn exposes_loopback(&self) -> bool {
+        self.exposes.iter().any(|d| d.to_ip.is_loopback())
     }
 
     /// True when packets must be routed between interfaces (forwards, and exposes to other
@@ -356,7 +359,7 @@ impl Rules {
                 "kernel_nat needs IPv4 forwarding, and net.ipv4.ip_forward is 0; run `sysctl -w net.ipv4.ip_forward=1` (and put net.ipv4.ip_forward = 1 in /etc/sysctl.d/ to keep it), or remove kernel_nat"
             );
         }
-        if plan.exposes_loopback {
+        if plan.exposes_loopback() {
             // Only for our device: a loopback target is reached from the tunnel only.
             let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", plan.device);
             std::fs::write(&path, "1").with_context(|| {

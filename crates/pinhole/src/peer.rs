@@ -291,7 +291,10 @@ impl Peer {
     /// service has no task and no connection of ours to count: the kernel counts it (`to` says
     /// so, and status reads the table's counter).
     fn snapshot(&self) -> Snapshot {
-        let nat = self.nat.as_ref().is_some_and(|p| !p.is_empty());
+        // The table of the kernel NAT rules in force, if there are any.
+        let table = (self.nat.as_ref())
+            .filter(|p| !p.is_empty())
+            .map(kernel_nat::Plan::table);
         let view = |kind: &str,
                     name: &str,
                     protocol: Protocol,
@@ -299,27 +302,23 @@ impl Peer {
                     to: String,
                     kernel_nat,
                     running: Option<&Running>| {
-            let counters = match running {
-                Some(r) => r.counters.clone(),
-                None if nat && kernel_nat => Arc::default(),
+            let (counters, listen, to, counted) = match running {
+                Some(r) => (r.counters.clone(), r.listen.clone(), to, None),
+                None if kernel_nat => (
+                    Arc::default(),
+                    listen,
+                    format!("{to} (kernel NAT)"),
+                    Some((table.clone()?, kernel_nat::counter_name(kind, name))),
+                ),
                 None => return None,
             };
             Some(ServiceView {
                 name: name.to_string(),
                 protocol: protocol.to_string(),
-                listen: running.map_or(listen, |r| r.listen.clone()),
-                to: if running.is_some() {
-                    to
-                } else {
-                    format!("{to} (kernel NAT)")
-                },
+                listen,
+                to,
                 counters,
-                kernel_nat: match (running, &self.nat) {
-                    (None, Some(plan)) => {
-                        Some((plan.table(), kernel_nat::counter_name(kind, name)))
-                    }
-                    _ => None,
-                },
+                kernel_nat: counted,
             })
         };
         let forwards = self.config.forwards.iter().filter_map(|f| {
@@ -496,11 +495,8 @@ impl Peer {
         self.config.interface.listen_port = interface.listen_port;
         self.config.interface.netstack = interface.netstack;
         self.config.interface.max_connections = interface.max_connections;
-        let kernel_nat = self.config.forwards.iter().any(|f| f.kernel_nat)
-            || self.config.exposes.iter().any(|e| e.kernel_nat);
-        if self.device.is_none() && kernel_nat {
-            changes.push("kernel_nat services need a restart with netstack = \"tun\"".to_string());
-        }
+        // Without a TUN device (a file that switched to netstack = "tun") this does nothing;
+        // the restart it needs is among `restart` above.
         match self.apply_kernel_nat().await {
             Ok(Some(what)) => changes.push(what),
             Ok(None) => {}

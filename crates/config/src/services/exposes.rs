@@ -87,13 +87,13 @@ pub(crate) fn exposes(
                     return true;
                 }
                 let listen_ok = listen.as_ref().is_none_or(|l| {
-                    kernel_nat::ipv4_with_port(report, r, &path, "listen", l.value.0)
+                    kernel_nat::ipv4_with_port(report, &l.span, &path, "listen", l.value.0)
                 });
                 let to_ok = match &to {
                     Some(Sp {
                         value: RawTarget::Addr(e, _),
-                        ..
-                    }) => kernel_nat::target_ip(report, r, &path, &e.host).is_some(),
+                        span,
+                    }) => kernel_nat::ipv4_target(report, span, &path, &e.host),
                     Some(Sp {
                         value: RawTarget::Socks,
                         span,

@@ -1,10 +1,10 @@
 //! `[[forward]]`: a real socket here carried into the overlay, to a target some peer's
 //! allowed_ips cover, with its PROXY protocol settings.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::ports::{same_length, socket_range};
-use super::{check_each, common, kernel_nat, Head, Proto};
+use super::{check_each, common, kernel_nat, Head, Proto, Ranged};
 use crate::error::Report;
 use crate::peers::PeerInfo;
 use crate::raw::{Field, RawService};
@@ -99,10 +99,11 @@ pub(crate) fn forwards(
                 if !nat {
                     return true;
                 }
-                let mut v4 =
-                    |field, addr| kernel_nat::ipv4_with_port(report, r, &path, field, addr);
-                let listen_ok = listen.as_ref().is_none_or(|l| v4("listen", l.value.0));
-                let to_ok = to.as_ref().is_none_or(|t| v4("to", t.value.0));
+                let mut v4 = |field, at: &Ranged<SocketAddr>| {
+                    kernel_nat::ipv4_with_port(report, &at.span, &path, field, at.value.0)
+                };
+                let listen_ok = listen.as_ref().is_none_or(|l| v4("listen", l));
+                let to_ok = to.as_ref().is_none_or(|t| v4("to", t));
                 listen_ok && to_ok
             });
             listeners.check(

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::error::Report;
+use crate::error::{Report, Span};
 use crate::raw::{Field, RawService};
 
 /// Why a key cannot go with `kernel_nat`, in the words of its fix.
@@ -67,20 +67,15 @@ pub(super) fn kernel_nat(
     ok.then_some(true)
 }
 
-/// A kernel NAT rule is written for IPv4 with a fixed port; true when `addr` is one, else
-/// the problem is reported at `r`'s `field`.
+/// A kernel NAT rule is written for IPv4 with a fixed port; true when `addr`, written at
+/// `span` as `path.field`, is one, else the problem is reported there.
 pub(super) fn ipv4_with_port(
     report: &mut Report<'_>,
-    r: &RawService,
+    span: &Span,
     path: &str,
     field: &str,
     addr: SocketAddr,
 ) -> bool {
-    let span = match field {
-        "listen" => r.listen.span(),
-        _ => r.to.span(),
-    }
-    .unwrap_or_else(|| r.span.clone());
     let problem = match addr {
         SocketAddr::V6(_) => Some("kernel_nat is IPv4 only"),
         SocketAddr::V4(a) if a.port() == 0 => Some("kernel_nat needs a fixed port, not 0"),
@@ -88,7 +83,7 @@ pub(super) fn ipv4_with_port(
     };
     if let Some(problem) = problem {
         report.error(
-            &span,
+            span,
             &format!("{path}.{field}"),
             format!("{problem} ({field} is {addr})"),
             "use an IPv4 address and a port, e.g. \"0.0.0.0:8080\", or remove kernel_nat",
@@ -97,24 +92,18 @@ pub(super) fn ipv4_with_port(
     problem.is_none()
 }
 
-/// An expose's target under kernel NAT: an IPv4 address, since the rule is written once, at
-/// load, and a host name could change under it.
-pub(super) fn target_ip(
-    report: &mut Report<'_>,
-    r: &RawService,
-    path: &str,
-    host: &str,
-) -> Option<IpAddr> {
-    match host.parse::<IpAddr>() {
-        Ok(ip @ IpAddr::V4(_)) => Some(ip),
-        _ => {
-            report.error(
-                &r.to.span().unwrap_or_else(|| r.span.clone()),
-                &format!("{path}.to"),
-                format!("kernel_nat needs an IPv4 address as the target, not {host:?}"),
-                "write the target's IPv4 address, e.g. \"127.0.0.1:80\", or remove kernel_nat",
-            );
-            None
-        }
+/// An expose's target under kernel NAT must be an IPv4 address, since the rule is written
+/// once, at load, and a host name could change under it; true when `host`, written at `span`,
+/// is one, else the problem is reported there.
+pub(super) fn ipv4_target(report: &mut Report<'_>, span: &Span, path: &str, host: &str) -> bool {
+    let ok = host.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv4());
+    if !ok {
+        report.error(
+            span,
+            &format!("{path}.to"),
+            format!("kernel_nat needs an IPv4 address as the target, not {host:?}"),
+            "write the target's IPv4 address, e.g. \"127.0.0.1:80\", or remove kernel_nat",
+        );
     }
+    ok
 }

@@ -114,7 +114,7 @@ table ip pinhole_pinhole0 {
 #[test]
 fn a_home_dnats_its_overlay_ports_and_masquerades_only_toward_other_hosts() {
     let p = plan(HOME);
-    assert!(p.exposes_loopback && p.needs_forwarding());
+    assert!(p.exposes_loopback() && p.needs_forwarding());
     let s = p.script().unwrap();
     for line in [
         r#"iifname "pinhole0" ip daddr 10.77.0.2 tcp dport 8443 counter name "expose_web" dnat to 127.0.0.1:443 comment "web""#,
