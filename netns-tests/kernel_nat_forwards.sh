@@ -95,9 +95,13 @@ EOF
     wait_for 10 "the web service on $addr:$port" tcp_open "$ns" "$addr" "$port"
 }
 
-# whoami_via NS URL : the client address the home service saw, for a request from NS to URL.
-whoami_via() {
-    in_ns "$1" curl -fsS --max-time 5 "$2/whoami"
+# seen_as NS URL WANT [CURL_ARG...] : a GET of URL/whoami from NS must be answered by a service
+# that saw the client at address WANT (any port); SEEN is what it saw.
+seen_as() {
+    local ns=$1 url=$2 want=$3
+    shift 3
+    SEEN=$(in_ns "$ns" curl -fsS --max-time 5 "$@" "$url/whoami") || fail "GET $url/whoami from $ns failed: $SEEN"
+    [[ $SEEN == "$want:"* ]] || fail "GET $url/whoami from $ns: the service should see the client as $want, but saw $SEEN"
 }
 
 # udp_ask NS HOST PORT PAYLOAD : one datagram from NS to HOST:PORT; prints the reply, which
@@ -268,10 +272,8 @@ mss_probe "$NS_HOME" "${HOME_TABLE#pinhole_}" "$OVERLAY_PORT" "$CLAMPED_MSS"
 say "the client asks the relay's public tcp/$PUBLIC_PORT for the home page"
 wait_for 15 "the client's request through the relay to reach the home service" client_gets_hello
 check_hello
-seen=$(whoami_via "$NS_CLIENT" "$PUBLIC_URL") || fail "GET /whoami through the relay failed: $seen"
-[[ $seen == "$OVERLAY_RELAY:"* ]] ||
-    fail "the home service should see the relay's overlay address $OVERLAY_RELAY (not the client $CLIENT_IP), but saw $seen"
-pass "the home service sees the client as $seen: the relay's overlay address, not $CLIENT_IP"
+seen_as "$NS_CLIENT" "$PUBLIC_URL" "$OVERLAY_RELAY"
+pass "the home service sees the client as $SEEN: the relay's overlay address, not $CLIENT_IP"
 
 say "the client sends a datagram to each port of the relay's public udp/$UDP_PUBLIC"
 check_udp "$NS_CLIENT" "$RELAY_PUBLIC_IP" "${UDP_PUBLIC%-*}" "${UDP_SERVICE%-*}" "the client"
@@ -307,10 +309,8 @@ pass "pinhole status at home counts 2 UDP sessions for expose \"game\", one per 
 
 say "on the relay host itself: connections to its own public addresses"
 for addr in "$RELAY_PUBLIC_IP" "$RELAY_WAN_IP"; do
-    seen=$(whoami_via "$NS_RELAY" "http://$addr:$PUBLIC_PORT") ||
-        fail "GET http://$addr:$PUBLIC_PORT/whoami from the relay host failed: $seen"
-    [[ $seen == "$OVERLAY_RELAY:"* ]] || fail "a request from the relay host to $addr:$PUBLIC_PORT reached a service that saw $seen"
-    pass "the relay host's request to $addr:$PUBLIC_PORT reaches the home service (seen as $seen)"
+    seen_as "$NS_RELAY" "http://$addr:$PUBLIC_PORT" "$OVERLAY_RELAY"
+    pass "the relay host's request to $addr:$PUBLIC_PORT reaches the home service (seen as $SEEN)"
 done
 check_udp "$NS_RELAY" "$RELAY_PUBLIC_IP" "${UDP_PUBLIC#*-}" "${UDP_SERVICE#*-}" "the relay host"
 
@@ -319,10 +319,8 @@ rc=0
 out=$(in_ns "$NS_CLIENT" curl -sS --max-time 5 "http://$RELAY_PUBLIC_IP:$STAFF_PORT/" 2>&1) || rc=$?
 ((rc == 7)) || fail "the client should be refused at once on tcp/$STAFF_PORT (curl exit 7), but curl exited $rc: $out"
 pass "the client ($CLIENT_IP) is refused on tcp/$STAFF_PORT (connection refused)"
-seen=$(in_ns "$NS_RELAY" curl -fsS --max-time 5 --interface "$RELAY_WAN_IP" "http://$RELAY_WAN_IP:$STAFF_PORT/whoami") ||
-    fail "a request from the allowed $RELAY_WAN_IP to tcp/$STAFF_PORT failed: $seen"
-[[ $seen == "$OVERLAY_RELAY:"* ]] || fail "the allowed request reached a service that saw $seen"
-pass "a request from the allowed address $RELAY_WAN_IP reaches the home service (seen as $seen)"
+seen_as "$NS_RELAY" "http://$RELAY_WAN_IP:$STAFF_PORT" "$OVERLAY_RELAY" --interface "$RELAY_WAN_IP"
+pass "a request from the allowed address $RELAY_WAN_IP reaches the home service (seen as $SEEN)"
 
 say "a camera on the home's LAN ($NAT_LAN_IP:$CAMERA_PORT, another host) gets a kernel_nat expose, by reload"
 home_web camera "$NS_NAT" "$NAT_LAN_IP" "$CAMERA_PORT"
@@ -345,14 +343,10 @@ assert_contains "$out" "kernel NAT rules replaced" "with forwarding on, the relo
 CAMERA_URL="http://$RELAY_PUBLIC_IP:$CAMERA_PUBLIC"
 camera_answers() { [[ $(in_ns "$NS_CLIENT" curl -fsS --max-time 5 "$CAMERA_URL/") == "$HELLO" ]]; }
 wait_for 15 "the client's request to $CAMERA_URL to reach the camera" camera_answers
-seen=$(whoami_via "$NS_CLIENT" "$CAMERA_URL") || fail "GET $CAMERA_URL/whoami failed: $seen"
-[[ $seen == "$HOME_LAN_IP:"* ]] ||
-    fail "the camera should see the home's LAN address $HOME_LAN_IP (masqueraded), but saw $seen"
-pass "the world reaches the camera through relay and home; the camera sees $seen, the home's LAN address"
-seen=$(whoami_via "$NS_HOME" "http://$OVERLAY_HOME:$CAMERA_OVERLAY") ||
-    fail "the home host's own request to its expose $OVERLAY_HOME:$CAMERA_OVERLAY failed: $seen"
-[[ $seen == "$HOME_LAN_IP:"* ]] || fail "the home host's request reached a camera that saw $seen"
-pass "the home host's own request to $OVERLAY_HOME:$CAMERA_OVERLAY reaches the camera too (seen as $seen)"
+seen_as "$NS_CLIENT" "$CAMERA_URL" "$HOME_LAN_IP"
+pass "the world reaches the camera through relay and home; the camera sees $SEEN, the home's LAN address (masqueraded)"
+seen_as "$NS_HOME" "http://$OVERLAY_HOME:$CAMERA_OVERLAY" "$HOME_LAN_IP"
+pass "the home host's own request to $OVERLAY_HOME:$CAMERA_OVERLAY reaches the camera too (seen as $SEEN)"
 
 say "the home's Pinhole gets SIGTERM: its table goes with it, the relay's stays"
 stop home TERM
@@ -387,9 +381,8 @@ stock_gets_hello() { [[ $(in_ns "$NS_CLIENT" curl -fsS --max-time 5 "$STOCK_URL/
 wait_for 15 "the client's request to $STOCK_URL to reach the stock home through the relay's kernel NAT" \
     stock_gets_hello
 pass "the client's request to $STOCK_URL/ is answered by the stock home's own kernel"
-seen=$(whoami_via "$NS_CLIENT" "$STOCK_URL") || fail "GET $STOCK_URL/whoami failed: $seen"
-[[ $seen == "$OVERLAY_RELAY:"* ]] || fail "the stock home's service should see $OVERLAY_RELAY, but saw $seen"
-pass "the stock home's service sees the client as $seen"
+seen_as "$NS_CLIENT" "$STOCK_URL" "$OVERLAY_RELAY"
+pass "the stock home's service sees the client as $SEEN"
 
 say "the relay's Pinhole gets SIGTERM: its table goes too"
 stop relay TERM
