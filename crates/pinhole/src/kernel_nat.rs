@@ -238,12 +238,11 @@ impl Plan {
             };
             rule(&mut s, d, &to_here);
         }
+        // An expose listens on one of our overlay addresses (load checks it): it has one.
         for d in &self.exposes {
-            let to_here = match d.listen_ip {
-                Some(ip) => format!("iifname \"{dev}\" ip daddr {ip}"),
-                None => format!("iifname \"{dev}\""),
-            };
-            rule(&mut s, d, &to_here);
+            if let Some(ip) = d.listen_ip {
+                rule(&mut s, d, &format!("iifname \"{dev}\" ip daddr {ip}"));
+            }
         }
         s.push_str("    }\n");
         // Connections made on this host, as a listening socket would have accepted them.
