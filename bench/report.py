@@ -35,6 +35,7 @@ FIGURES = [
     ("rr_p50_us", "64 B request/response p50", "µs", "down", 0),
     ("rr_p99_us", "64 B request/response p99", "µs", "down", 0),
     ("rr_p50_one_core_us", "64 B request/response p50, chain on one core", "µs", "down", 0),
+    ("rr_p50_polling_us", "64 B request/response p50, idle cores poll 200 µs", "µs", "down", 0),
     ("cps", "new forwarded connections", "conn/s", "up", 0),
     ("cpu_machine_per_conn_us", "CPU of the whole machine per new connection", "µs", "down", 0),
     ("udp_pps", "UDP forward, delivered", "packets/s", "up", 0),
@@ -74,7 +75,9 @@ def wake_note(machine):
     one, all_ = machine.get("pingpong_one_core_p50_us"), machine.get("pingpong_all_cores_p50_us")
     if one is None or all_ is None:
         return ""
-    return (f"; two threads' UDP ping-pong {one:g} µs on one core, {all_:g} µs across cores"
+    poll = machine.get("pingpong_all_cores_polling_p50_us")
+    polled = f", {poll:g} µs across cores that poll before they halt" if poll is not None else ""
+    return (f"; two threads' UDP ping-pong {one:g} µs on one core, {all_:g} µs across cores{polled}"
             " (the latency figures pay the difference at each hand-over that crosses)")
 
 
@@ -220,6 +223,11 @@ def render(results, figures, meta, notes, active):
     if "tunnat" in active and meta.get("idle_counts"):
         foot.append("(6) has no idle figures: its relay holds nothing per connection, which lives in "
                     "the kernel's conntrack table, out of any process's memory.")
+    polled = results.get("rr_p50_polling_us", {}).get("subjects", {})
+    if any(v.get("median") is not None for v in polled.values()):
+        foot.append("\"Idle cores poll 200 µs\": the latency test again with the kernel's default idle "
+                    "polling for a KVM guest (haltpoll's guest_halt_poll_ns=200000; this machine's image "
+                    "sets 0, so an idle core halts at once), put back after each run.")
     if meta.get("smoke"):
         foot.append("SMOKE RUN: tiny durations, one run; the figures prove the harness works and mean nothing.")
     spread = ""

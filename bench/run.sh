@@ -131,6 +131,10 @@ for ((run = 1; run <= RUNS; run++)); do
     for s in "${order[@]}"; do record_cpu "$s" "$run"; done
     for s in "${order[@]}"; do measure_rr "$s" "$run"; done
     for s in "${order[@]}"; do measure_rr_one_core "$s" "$run"; done
+    if halt_poll "$HALT_POLL_DEFAULT_NS"; then
+        for s in "${order[@]}"; do measure_rr_polling "$s" "$run"; done
+        halt_poll_restore
+    fi
     for s in "${order[@]}"; do measure_cps "$s" "$run"; done
     for s in "${order[@]}"; do measure_udp "$s" "$run"; done
     say "run $run done ($(fmt_ms $(($(now_ms) - BENCH_T0))) s so far)"
@@ -171,7 +175,7 @@ version() { "$@" 2>&1 | head -n 1 || true; }
 BM_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) BM_SMOKE=$SMOKE BM_RUNS=$RUNS BM_TCP=$SECONDS_TCP BM_TCP_BYTES=${TCP_BYTES:-} \
     BM_RR=$RR_COUNT BM_CPS=$CPS_SECONDS BM_CPS_THREADS=$CPS_THREADS BM_UDP=$UDP_SECONDS \
     BM_UDP_SIZE=$UDP_SIZE BM_IDLE="$IDLE_COUNTS" BM_ELAPSED=$elapsed_ms BM_SUBJECTS="${ACTIVE[*]}" \
-    BM_WAKE_ONE=$WAKE_ONE_US BM_WAKE_ALL=$WAKE_ALL_US BM_TUNNAT_TCP=${BENCH_TUNNAT_TCP:-0} \
+    BM_WAKE_ONE=$WAKE_ONE_US BM_WAKE_ALL=$WAKE_ALL_US BM_WAKE_POLL=$WAKE_POLL_US BM_TUNNAT_TCP=${BENCH_TUNNAT_TCP:-0} \
     BM_KERNEL=$(uname -r) BM_CPUS=$(nproc) BM_MEM=$(free -h | awk '/Mem:/ {print $2}') \
     BM_CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//') \
     BM_PINHOLE=${BENCH_PINHOLE_LABEL:-$( (cd "$REPO" && git describe --always --dirty 2>/dev/null) || echo unknown)} \
@@ -204,7 +208,8 @@ meta = {
     "machine": {"kernel": e["BM_KERNEL"], "cpus": int(e["BM_CPUS"]), "memory": e["BM_MEM"],
                 "cpu_model": e["BM_CPU_MODEL"],
                 "pingpong_one_core_p50_us": num(e["BM_WAKE_ONE"]),
-                "pingpong_all_cores_p50_us": num(e["BM_WAKE_ALL"])},
+                "pingpong_all_cores_p50_us": num(e["BM_WAKE_ALL"]),
+                "pingpong_all_cores_polling_p50_us": num(e["BM_WAKE_POLL"])},
     "versions": {"pinhole": e["BM_PINHOLE"], "pinhole_binary": e["BM_PINHOLE_BIN"],
                  "wireguard-go": e["BM_WGGO"], "socat": e["BM_SOCAT"],
                  "rathole": e["BM_RATHOLE"] or None, "iperf3": e["BM_IPERF"]},

@@ -665,11 +665,13 @@ ns_hosts() {
 # Cleanup
 # ---------------------------------------------------------------------------------------------
 
+CLEANUP_HOOKS=() # commands cleanup runs first: what a caller changed on the host and puts back
 cleanup() {
     local rc=$?
     trap - ERR
     set +e
-    local pid ns
+    local pid ns hook
+    for hook in "${CLEANUP_HOOKS[@]}"; do $hook; done
     # Our own processes, by PID: politely, then firmly.
     for pid in "${ALL_PIDS[@]}"; do
         pid_running "$pid" && kill -TERM "$pid" 2>/dev/null
