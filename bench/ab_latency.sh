@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# bench/ab_latency.sh: 64-byte request/response p50 in alternating slices (root).
+#
+#   A=old/pinhole B=new/pinhole sudo bench/ab_latency.sh   two builds, peers restarted per slice
+#   AB_SUBJECTS="pinhole rathole tunnat" sudo bench/ab_latency.sh   subjects side by side
+#
+# A latency difference of a few percent hides in the bench's three medians: this machine's
+# p50 moves by ±15 % from run to run. Slices that alternate, each the same number of round
+# trips, compare two things under the same drift: the summary gives each one's median p50,
+# the median of the paired ratios to the first, and how often the other one was faster.
+#
+# With A and B set, the one subject AB_SUBJECTS names (default "pinhole"; also "tun" or
+# "tunnat") runs build A then build B in each slice, both peers restarted with that build.
+# Without them, the subjects of AB_SUBJECTS take turns, with the bench's binary (PINHOLE or
+# target/release/pinhole), never restarted.
+#
+# AB_POLL="0 200000" measures each slice once per value of the haltpoll governor's
+# guest_halt_poll_ns (docs/benchmarks.md, "The machine": how long an idle core polls before it
+# halts), put back at the end. Knobs: AB_SLICES=12, AB_COUNT=1000 round trips per slice.
+set -euo pipefail
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+NOFILE=20000
+export PINHOLE=${A:-${PINHOLE:-$REPO/target/release/pinhole}}
+source "$BENCH_DIR/lib.sh"
+SLICES=${AB_SLICES:-12}
+COUNT=${AB_COUNT:-1000}
+read -ra polls <<<"${AB_POLL:-}"
+((${#polls[@]})) || polls=(-)
+if [[ -n ${A:-} || -n ${B:-} ]]; then
+    : "${A:?A=path to the first pinhole binary}" "${B:?B=path to the second pinhole binary}"
+    subject=${AB_SUBJECTS:-pinhole}
+    case $subject in
+    pinhole) confs=(relay home) ;;
+    tun | tunnat) confs=("$subject-relay" "$subject-home") ;;
+    *) fail "AB_SUBJECTS: builds are compared on one Pinhole subject (pinhole, tun or tunnat), not '$subject'" ;;
+    esac
+    contenders=(A B)
+    subjects=("$subject")
+else
+    read -ra subjects <<<"${AB_SUBJECTS:-pinhole rathole}"
+    contenders=("${subjects[@]}")
+fi
+for p in "${polls[@]}"; do
+    [[ $p == - ]] || halt_poll "$p" || fail "AB_POLL: cannot set $HALT_POLL_PARAM on this machine"
+done
+halt_poll_restore
+
+# restart_with BUILD : both peers of the subject restarted with that build.
+restart_with() {
+    export PINHOLE=${!1}
+    stop "$subject-relay" TERM
+    stop "$subject-home" TERM
+    pinhole_up "$subject-relay" "$NS_RELAY" "$WORK/${confs[0]}.toml" >/dev/null
+    pinhole_up "$subject-home" "$NS_HOME" "$WORK/${confs[1]}.toml" >/dev/null
+    wait_for 60 "a round trip through $subject" path_ok "$subject" >/dev/null
+}
+
+bench_network
+bench_up "${subjects[@]}" >/dev/null
+lines=$WORK/slices.txt
+for ((r = 1; r <= SLICES; r++)); do
+    for p in "${polls[@]}"; do
+        [[ $p == - ]] || halt_poll "$p"
+        for c in "${contenders[@]}"; do
+            s=$c
+            if [[ ${#subjects[@]} == 1 && ${contenders[0]} == A ]]; then
+                s=${subjects[0]}
+                restart_with "$c"
+            fi
+            out=$(run_in "$NS_CLIENT" timeout 60 "$BENCHNET" rr "$RELAY_PUBLIC_IP:$(relay_port "$s" 2)" \
+                --count "$COUNT" --size 64 --warmup 50 2>&1) || fail "latency test of $c failed: $out"
+            echo "$r $p $c $(jget p50_us <<<"$out")" | tee -a "$lines"
+        done
+    done
+done
+halt_poll_restore
+python3 - "$lines" "${contenders[@]}" <<'PY'
+import collections, statistics, sys
+path, contenders = sys.argv[1], sys.argv[2:]
+slices = collections.defaultdict(dict)
+for line in open(path):
+    r, poll, who, p50 = line.split()
+    if p50 != "null":
+        slices[(poll, r)][who] = float(p50)
+first = contenders[0]
+for poll in sorted({p for p, _ in slices}, key=lambda p: (p != "-", int(p) if p.isdigit() else 0)):
+    rows = [v for (p, _), v in slices.items() if p == poll and len(v) == len(contenders)]
+    label = "" if poll == "-" else f"guest_halt_poll_ns={poll}: "
+    for who in contenders:
+        p50s = [v[who] for v in rows]
+        line = f"{label}{who}: median p50 {statistics.median(p50s):.1f} µs over {len(rows)} slices"
+        if who != first:
+            ratios = [v[who] / v[first] for v in rows]
+            faster = sum(1 for v in rows if v[who] < v[first])
+            line += f"; ÷ {first}: {statistics.median(ratios):.3f} (median of pairs), faster in {faster} of {len(rows)}"
+        print(line)
+PY
