@@ -601,6 +601,8 @@ chain_affinity() {
 HALT_POLL_PARAM=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 HALT_POLL_DEFAULT_NS=200000
 HALT_POLL_SAVED=$(cat "$HALT_POLL_PARAM" 2>/dev/null || true)
+# The parameter exists wherever the module is loaded; it acts only where the driver is in use.
+[[ $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null) == haltpoll ]] || HALT_POLL_SAVED=
 
 # halt_poll NS : set the idle poll window (fails where the machine has no haltpoll governor).
 halt_poll() {
