@@ -603,6 +603,7 @@ HALT_POLL_DEFAULT_NS=200000
 HALT_POLL_SAVED=$(cat "$HALT_POLL_PARAM" 2>/dev/null || true)
 # The parameter exists wherever the module is loaded; it acts only where the driver is in use.
 [[ $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null) == haltpoll ]] || HALT_POLL_SAVED=
+[[ ${BENCH_HALT_POLL:-1} == 1 ]] || HALT_POLL_SAVED=
 
 # halt_poll NS : set the idle poll window (fails where the machine has no haltpoll governor).
 halt_poll() {
@@ -632,8 +633,9 @@ machine_wake() {
         halt_poll_restore
         WAKE_POLL_US=$(jget p50_us <<<"$all")
     fi
-    say "this machine: two threads' UDP ping-pong, p50 $WAKE_ONE_US µs on one core, $WAKE_ALL_US µs across cores" \
-        "$([[ $WAKE_POLL_US != null ]] && echo "($WAKE_POLL_US µs with idle cores polling before they halt)")"
+    local polled=""
+    [[ $WAKE_POLL_US == null ]] || polled=" ($WAKE_POLL_US µs with idle cores polling before they halt)"
+    say "this machine: two threads' UDP ping-pong, p50 $WAKE_ONE_US µs on one core, $WAKE_ALL_US µs across cores$polled"
 }
 
 # measure_rr_polling SUBJECT RUN : the latency test while idle cores poll before they halt (the

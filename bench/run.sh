@@ -44,6 +44,9 @@
 #   BENCH_RESULTS=results   where bench-DATE.json goes
 #   PINHOLE=path            the binary (default target/release/pinhole), RATHOLE=path likewise
 #   BENCH_PINHOLE_LABEL=..  what to call that binary in the report (default: git describe)
+#   BENCH_HALT_POLL=1       0: no latency row with idle cores polling (that row sets the
+#                           machine-wide /sys/module/haltpoll/parameters/guest_halt_poll_ns
+#                           to the kernel's default for a moment, and puts the old value back)
 #
 # Every process is started by lib.sh's `start` and ended by PID; namespaces are removed on exit.
 # Nothing here judges a figure: the bench reports, it never fails on a number.
