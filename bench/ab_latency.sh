@@ -27,16 +27,14 @@ SLICES=${AB_SLICES:-12}
 COUNT=${AB_COUNT:-1000}
 read -ra polls <<<"${AB_POLL:-}"
 ((${#polls[@]})) || polls=(-)
+builds=0
 if [[ -n ${A:-} || -n ${B:-} ]]; then
     : "${A:?A=path to the first pinhole binary}" "${B:?B=path to the second pinhole binary}"
-    subject=${AB_SUBJECTS:-pinhole}
-    case $subject in
-    pinhole) confs=(relay home) ;;
-    tun | tunnat) confs=("$subject-relay" "$subject-home") ;;
-    *) fail "AB_SUBJECTS: builds are compared on one Pinhole subject (pinhole, tun or tunnat), not '$subject'" ;;
-    esac
+    builds=1
+    subjects=("${AB_SUBJECTS:-pinhole}")
+    [[ ${subjects[0]} =~ ^(pinhole|tun|tunnat)$ ]] ||
+        fail "AB_SUBJECTS: builds are compared on one Pinhole subject (pinhole, tun or tunnat), not '${subjects[0]}'"
     contenders=(A B)
-    subjects=("$subject")
 else
     read -ra subjects <<<"${AB_SUBJECTS:-pinhole rathole}"
     contenders=("${subjects[@]}")
@@ -46,16 +44,6 @@ for p in "${polls[@]}"; do
 done
 halt_poll_restore
 
-# restart_with BUILD : both peers of the subject restarted with that build.
-restart_with() {
-    export PINHOLE=${!1}
-    stop "$subject-relay" TERM
-    stop "$subject-home" TERM
-    pinhole_up "$subject-relay" "$NS_RELAY" "$WORK/${confs[0]}.toml" >/dev/null
-    pinhole_up "$subject-home" "$NS_HOME" "$WORK/${confs[1]}.toml" >/dev/null
-    wait_for 60 "a round trip through $subject" path_ok "$subject" >/dev/null
-}
-
 bench_network
 bench_up "${subjects[@]}" >/dev/null
 lines=$WORK/slices.txt
@@ -64,12 +52,12 @@ for ((r = 1; r <= SLICES; r++)); do
         [[ $p == - ]] || halt_poll "$p"
         for c in "${contenders[@]}"; do
             s=$c
-            if [[ ${#subjects[@]} == 1 && ${contenders[0]} == A ]]; then
+            if ((builds)); then
                 s=${subjects[0]}
-                restart_with "$c"
+                export PINHOLE=${!c}
+                restart_subject "$s"
             fi
-            out=$(run_in "$NS_CLIENT" timeout 60 "$BENCHNET" rr "$RELAY_PUBLIC_IP:$(relay_port "$s" 2)" \
-                --count "$COUNT" --size 64 --warmup 50 2>&1) || fail "latency test of $c failed: $out"
+            out=$(rr_test "$s" "$COUNT") || fail "latency test of $c failed: $out"
             echo "$r $p $c $(jget p50_us <<<"$out")" | tee -a "$lines"
         done
     done

@@ -55,18 +55,13 @@ except socket.timeout:
 print(json.dumps({"packets": n, "pps": round(n / max(last - first, 1e-3), 1) if n > 1 else 0}))
 PY
 
-declare -A CONF=([pinhole-relay]=relay [pinhole-home]=home [tun-relay]=tun-relay [tun-home]=tun-home)
 bench_network
 bench_up "${subjects[@]}" >/dev/null
 for ((r = 1; r <= ROUNDS; r++)); do
     for build in A B; do
         export PINHOLE=${!build}
         for s in "${subjects[@]}"; do
-            stop "$s-relay" TERM
-            stop "$s-home" TERM
-            pinhole_up "$s-relay" "$NS_RELAY" "$WORK/${CONF[$s-relay]}.toml" >/dev/null
-            pinhole_up "$s-home" "$NS_HOME" "$WORK/${CONF[$s-home]}.toml" >/dev/null
-            wait_for 60 "a round trip through $s" path_ok "$s" >/dev/null
+            restart_subject "$s"
             measure_udp "$s" "$r" >/dev/null
             up=$(grep "\"$s\"" "$SAMPLES" | grep udp_pps | tail -n 1 | grep -o '"value":[0-9.]*' | cut -d: -f2)
             start "answer" "$NS_HOME" python3 "$WORK/answer.py" 7001 "$UDP_SECONDS"

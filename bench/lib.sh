@@ -572,10 +572,19 @@ record_cpu() {
     sample "$s" cpu_machine_per_gb "$run" "$(awk -v c="${CPU_MACHINE[$k]}" -v t="$tck" -v b="${BYTES[$k]}" 'BEGIN {printf "%.2f", c / t / (b / 1e9)}')"
 }
 
+# rr_test SUBJECT COUNT [WRAPPER...] : the 64-byte request/response test through SUBJECT's
+# forward of the echo service, COUNT timed round trips after 50 to warm up; prints benchnet's
+# report. WRAPPER (e.g. `taskset -c 0`) runs the client.
+rr_test() {
+    local s=$1 count=$2
+    shift 2
+    run_in "$NS_CLIENT" timeout 60 "$@" "$BENCHNET" rr "$RELAY_PUBLIC_IP:$(relay_port "$s" 2)" \
+        --count "$count" --size 64 --warmup 50 2>&1
+}
+
 measure_rr() {
     local s=$1 run=$2 out
-    out=$(run_in "$NS_CLIENT" timeout 60 "$BENCHNET" rr "$RELAY_PUBLIC_IP:$(relay_port "$s" 2)" \
-        --count "$RR_COUNT" --size 64 --warmup 50 2>&1) || note "$s: latency test failed: $out"
+    out=$(rr_test "$s" "$RR_COUNT") || note "$s: latency test failed: $out"
     sample "$s" rr_p50_us "$run" "$(jget p50_us <<<"$out")"
     sample "$s" rr_p99_us "$run" "$(jget p99_us <<<"$out")"
 }
@@ -642,8 +651,7 @@ machine_wake() {
 # caller has set halt_poll).
 measure_rr_polling() {
     local s=$1 run=$2 out
-    out=$(run_in "$NS_CLIENT" timeout 60 "$BENCHNET" rr "$RELAY_PUBLIC_IP:$(relay_port "$s" 2)" \
-        --count "$RR_COUNT" --size 64 --warmup 50 2>&1) || note "$s: latency test with idle polling failed: $out"
+    out=$(rr_test "$s" "$RR_COUNT") || note "$s: latency test with idle polling failed: $out"
     sample "$s" rr_p50_polling_us "$run" "$(jget p50_us <<<"$out")"
 }
 
@@ -655,8 +663,7 @@ measure_rr_polling() {
 measure_rr_one_core() {
     local s=$1 run=$2 out
     chain_affinity "$s" "$ONE_CPU"
-    out=$(run_in "$NS_CLIENT" timeout 60 taskset -c "$ONE_CPU" "$BENCHNET" rr "$RELAY_PUBLIC_IP:$(relay_port "$s" 2)" \
-        --count "$RR_COUNT" --size 64 --warmup 50 2>&1) || note "$s: one-core latency test failed: $out"
+    out=$(rr_test "$s" "$RR_COUNT" taskset -c "$ONE_CPU") || note "$s: one-core latency test failed: $out"
     chain_affinity "$s" "$ALL_CPUS"
     sample "$s" rr_p50_one_core_us "$run" "$(jget p50_us <<<"$out")"
 }
@@ -801,6 +808,18 @@ bench_up() {
         run_in "$NS_CLIENT" timeout 10 "$BENCHNET" rr "$RELAY_PUBLIC_IP:$(relay_port "$s" 2)" --count 200 --warmup 0 >/dev/null 2>&1 || true
     done
     sleep 1
+}
+
+# restart_subject SUBJECT : both Pinhole peers of SUBJECT (pinhole, tun or tunnat) restarted
+# with the binary $PINHOLE names now, then a round trip through them (the A/B scripts).
+restart_subject() {
+    local s=$1 relay=$1-relay home=$1-home
+    [[ $s == pinhole ]] && relay=relay home=home
+    stop "$s-relay" TERM
+    stop "$s-home" TERM
+    pinhole_up "$s-relay" "$NS_RELAY" "$WORK/$relay.toml" >/dev/null
+    pinhole_up "$s-home" "$NS_HOME" "$WORK/$home.toml" >/dev/null
+    wait_for 60 "a round trip through $s" path_ok "$s" >/dev/null
 }
 
 # restart_pinhole WHICH [prefix...] [-- up-args...] : restart the Pinhole relay or home
