@@ -16,7 +16,10 @@
 #
 # AB_POLL="0 200000" measures each slice once per value of the haltpoll governor's
 # guest_halt_poll_ns (docs/benchmarks.md, "The machine": how long an idle core polls before it
-# halts), put back at the end. Knobs: AB_SLICES=12, AB_COUNT=1000 round trips per slice.
+# halts), put back at the end. AB_ONE_CORE=1 runs every slice with the client, the service and
+# the subject's peers on one core (the bench's one-core row): no wake-up crosses cores, so what
+# is left is the chain's own work, and the slices scatter least. Knobs: AB_SLICES=12,
+# AB_COUNT=1000 round trips per slice.
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
@@ -25,6 +28,7 @@ export PINHOLE=${A:-${PINHOLE:-$REPO/target/release/pinhole}}
 source "$BENCH_DIR/lib.sh"
 SLICES=${AB_SLICES:-12}
 COUNT=${AB_COUNT:-1000}
+one_core=${AB_ONE_CORE:-0}
 read -ra polls <<<"${AB_POLL:-}"
 ((${#polls[@]})) || polls=(-)
 builds=0
@@ -57,12 +61,19 @@ for ((r = 1; r <= SLICES; r++)); do
                 export PINHOLE=${!c}
                 restart_subject "$s"
             fi
-            out=$(rr_test "$s" "$COUNT") || fail "latency test of $c failed: $out"
+            if ((one_core)); then
+                chain_affinity "$s" "$ONE_CPU"
+                out=$(rr_test "$s" "$COUNT" taskset -c "$ONE_CPU") || fail "latency test of $c failed: $out"
+                chain_affinity "$s" "$ALL_CPUS"
+            else
+                out=$(rr_test "$s" "$COUNT") || fail "latency test of $c failed: $out"
+            fi
             echo "$r $p $c $(jget p50_us <<<"$out")" | tee -a "$lines"
         done
     done
 done
 halt_poll_restore
+((one_core)) && echo "every slice with the chain on CPU $ONE_CPU:"
 python3 - "$lines" "${contenders[@]}" <<'PY'
 import collections, statistics, sys
 path, contenders = sys.argv[1], sys.argv[2:]
