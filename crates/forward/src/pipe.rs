@@ -186,6 +186,9 @@ struct Direction {
     /// A read in this wake-up filled what it asked for: the direction moves bulk, and its
     /// next wake-up starts with a splice.
     bulk: bool,
+    /// The last copying read drained the source (the kernel said so, pinhole-tcpread): once
+    /// its bytes are passed on, the direction waits for the next event instead of reading.
+    drained: bool,
     eof: bool,
     done: bool,
     /// Bytes delivered to the destination.
@@ -204,6 +207,7 @@ impl Direction {
             end: 0,
             copy_next: true,
             bulk: false,
+            drained: false,
             eof: false,
             done: false,
             moved: 0,
@@ -269,7 +273,13 @@ impl Direction {
             }
             // Not zeroed: only what `recv` wrote is read back (`Got::Copied`).
             let mut scratch = [MaybeUninit::<u8>::uninit(); COPY_BYTES];
-            match self.read(src, pool, &mut scratch) {
+            let read = if std::mem::take(&mut self.drained) {
+                // Readiness is already cleared: no read would find anything.
+                Err(ErrorKind::WouldBlock.into())
+            } else {
+                self.read(src, pool, &mut scratch)
+            };
+            match read {
                 Ok(Got::Spliced(n)) => self.in_pipe = n,
                 Ok(Got::Copied(0)) => self.eof = true,
                 Ok(Got::Copied(n)) => {
@@ -324,14 +334,16 @@ impl Direction {
     /// A direction that moves little at a time (a request, an answer) copies: one `recv`
     /// and one `send`, no pipe. One whose reads fill what they ask for moves bulk and
     /// splices, its pages never entering user space, until a splice comes back short; the
-    /// read after that copies, and is the one that hears `EAGAIN`.
+    /// read after that copies, and is the one that learns the source is drained: from the
+    /// kernel's count of what is left (pinhole-tcpread), or from `EAGAIN`.
     ///
     /// Why a splice is never the last word: at TCP urgent data it stops for good
     /// (`tcp_read_sock` goes no further until the urgent byte is taken), returning `EAGAIN`,
     /// or 0 when the peer's FIN is queued behind it, though data follows. So a splice that
     /// moves nothing is followed by a copy, which passes the urgent mark (dropping the
     /// urgent byte, as every reader without `SO_OOBINLINE` does) and tells `EAGAIN` and
-    /// EOF for what they are.
+    /// EOF for what they are. (Within one `try_io`: a splice's `EAGAIN` returned from it
+    /// would clear the readiness the copy needs.)
     fn read(
         &mut self,
         src: &TcpStream,
@@ -345,21 +357,27 @@ impl Direction {
             Some(pipe) if !self.copy_next => Some((pipe.write.as_raw_fd(), pipe.capacity)),
             _ => None,
         };
-        let (read, filled) = src.try_io(Interest::READABLE, || {
-            if let Some((pipe, capacity)) = splice_into {
+        if let Some((pipe, capacity)) = splice_into {
+            let spliced = src.try_io(Interest::READABLE, || {
                 match splice(src.as_raw_fd(), pipe, capacity) {
-                    Ok(0) => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    spliced => return spliced.map(|n| (Got::Spliced(n), n == capacity)),
+                    Ok(0) => Ok(None),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+                    spliced => spliced.map(Some),
                 }
+            })?;
+            if let Some(n) = spliced {
+                let filled = n == capacity;
+                self.copy_next = !filled;
+                self.bulk |= filled;
+                return Ok(Got::Spliced(n));
             }
-            SockRef::from(src)
-                .recv(scratch)
-                .map(|n| (Got::Copied(n), n == scratch.len()))
-        })?;
+        }
+        let read = pinhole_tcpread::try_read_uninit(src, scratch)?;
+        let filled = read.len == scratch.len();
         self.copy_next = !filled;
         self.bulk |= filled;
-        Ok(read)
+        self.drained = read.drained;
+        Ok(Got::Copied(read.len))
     }
 
     /// Returns the pipe: empty to the pool, or closed (with what it held) when not.
@@ -421,6 +439,9 @@ pub struct PipeSplice {
 impl PipeSplice {
     /// Splices `a` (the accepted side) and `b`, borrowing pipes from `pool`.
     pub fn new(a: TcpStream, b: TcpStream, pool: Arc<PipePool>) -> PipeSplice {
+        // Refused only by kernels before 4.18; reads then go on until `EAGAIN`.
+        pinhole_tcpread::report_queue(&a);
+        pinhole_tcpread::report_queue(&b);
         PipeSplice {
             a,
             b,

@@ -29,6 +29,8 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
+use pinhole_tcpread::Read;
+
 use crate::conn::{recv_chunk, Pipes};
 use crate::shared::Shared;
 use crate::stream::OverlayStream;
@@ -134,6 +136,8 @@ impl OverlayStream {
     /// (see the module docs of `splice.rs`). Bytes this stream has not read yet go to `tcp`
     /// first; bytes written to it before go out first.
     pub fn splice_kernel(self, tcp: TcpStream) -> KernelSplice {
+        // Refused only by kernels before 4.18; reads then go on until `EAGAIN`.
+        pinhole_tcpread::report_queue(&tcp);
         let shared = Arc::clone(&self.shared);
         let progress = Arc::new(Progress::new(Instant::now()));
         let (done, rx) = oneshot::channel();
@@ -359,18 +363,23 @@ impl Spliced {
         }
         while !self.kernel_eof && socket.can_send() {
             let tcp = &self.tcp;
-            // Read until `EAGAIN`: a short read does not show the socket drained, since a
-            // read stops short at TCP urgent data with more behind it, and no new event
-            // would come for that.
-            match socket.send(|room| match tcp.try_read(room) {
-                Ok(len) => (len, Ok(len)),
+            // Read until the kernel says the socket is drained, or until `EAGAIN` where it
+            // does not say: a short read proves nothing (pinhole-tcpread's docs).
+            match socket.send(|room| match pinhole_tcpread::try_read(tcp, room) {
+                Ok(read) => (read.len, Ok(read)),
                 Err(e) => (0, Err(e)),
             }) {
-                Ok(Ok(0)) => {
+                Ok(Ok(Read { len: 0, .. })) => {
                     self.kernel_eof = true;
                     self.progress.set(KERNEL_EOF);
                 }
-                Ok(Ok(len)) => *moved += len as u64,
+                Ok(Ok(Read { len, drained })) => {
+                    *moved += len as u64;
+                    // Pending registers the connection's waker for the socket's readiness.
+                    if drained && self.tcp.poll_read_ready(cx).is_pending() {
+                        break;
+                    }
+                }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Pending registers the connection's waker for the socket's readiness.
                     if self.tcp.poll_read_ready(cx).is_pending() {

@@ -252,7 +252,7 @@ async fn a_splice_of_a_connection_already_reset_resolves_at_once() {
 
 /// TCP urgent data does not stall the kernel side. A read stops short at the urgent mark
 /// with data behind it, so a short read cannot stand for "drained": the splice reads on
-/// until `EAGAIN`, which passes the mark (the urgent byte is dropped, as by every reader
+/// until the kernel reports nothing left (or `EAGAIN`), which passes the mark (the urgent byte is dropped, as by every reader
 /// without `SO_OOBINLINE`). All of it is queued before the splice starts, so that its first
 /// read meets the mark with data behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

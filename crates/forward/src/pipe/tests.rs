@@ -256,3 +256,42 @@ async fn urgent_data_does_not_stall_a_direction() {
         );
     }
 }
+
+/// The same with everything queued before the splice's first read, and no FIN after it to
+/// bring another event: the first read stops short at the urgent mark, and the direction must
+/// read on at once rather than take the short read for the end of what was there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_data_queued_before_the_first_read_is_not_stranded() {
+    for max_pipes in [4, 0] {
+        let pool = PipePool::new(max_pipes);
+        let (mut client, mut splice, mut server) = spliced(&pool).await;
+        client.write_all(b"before").await.unwrap();
+        SockRef::from(&client).send_out_of_band(b"!").unwrap();
+        client.write_all(b"after").await.unwrap();
+        within("the client's bytes acknowledged", async {
+            while unacknowledged(&client) > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        let mut got = [0u8; 11];
+        let read = within("the bytes past the urgent mark", async {
+            tokio::select! {
+                end = &mut splice => panic!("the splice ended first: {end:?}"),
+                read = server.read_exact(&mut got) => read,
+            }
+        })
+        .await;
+        read.unwrap();
+        assert_eq!(&got, b"beforeafter", "{max_pipes} pipes");
+    }
+}
+
+/// Bytes `stream` sent that its peer has not acknowledged yet (`SIOCOUTQ`).
+fn unacknowledged(stream: &TcpStream) -> libc::c_int {
+    let mut n: libc::c_int = 0;
+    // SAFETY: a valid descriptor and a pointer to an int.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &raw mut n) };
+    assert_eq!(rc, 0, "SIOCOUTQ: {}", io::Error::last_os_error());
+    n
+}

@@ -1,0 +1,191 @@
+use std::future::poll_fn;
+use std::os::fd::AsRawFd;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+/// A connected pair on loopback: (the reader, with queue reports on, and the writer).
+async fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let writer = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (reader, _) = listener.accept().await.unwrap();
+    assert!(report_queue(&reader), "TCP_INQ refused by this kernel");
+    (reader, writer)
+}
+
+/// Waits until the peer's kernel has acknowledged everything `writer` sent (`SIOCOUTQ` is
+/// 0), so the reader's queue holds it all and a test reads it at once. (The reader's own
+/// count, `SIOCINQ`, stops at an urgent mark.)
+async fn delivered(writer: &TcpStream) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut n: libc::c_int = 0;
+        // SAFETY: a valid descriptor and a pointer to an int.
+        assert_eq!(
+            unsafe { libc::ioctl(writer.as_raw_fd(), libc::TIOCOUTQ, &raw mut n) },
+            0
+        );
+        if n == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} bytes still unacknowledged");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Whether tokio would let a read through now, without waiting.
+async fn ready_now(tcp: &TcpStream) -> bool {
+    poll_fn(|cx| Poll::Ready(tcp.poll_read_ready(cx).is_ready())).await
+}
+
+#[tokio::test]
+async fn a_short_message_is_the_last_read_and_the_next_one_still_wakes() {
+    let (reader, mut writer) = pair().await;
+    writer.write_all(b"request").await.unwrap();
+    reader.readable().await.unwrap();
+    delivered(&writer).await;
+
+    let mut buf = [0u8; 64];
+    let read = try_read(&reader, &mut buf).unwrap();
+    assert_eq!(
+        read,
+        Read {
+            len: 7,
+            drained: true
+        }
+    );
+    assert_eq!(&buf[..7], b"request");
+    assert!(
+        !ready_now(&reader).await,
+        "readiness kept after a draining read"
+    );
+
+    // The next message wakes the reader: clearing the readiness lost no event.
+    writer.write_all(b"next").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), reader.readable())
+        .await
+        .expect("no wake-up for the next message")
+        .unwrap();
+    let read = try_read(&reader, &mut buf).unwrap();
+    assert_eq!(
+        read,
+        Read {
+            len: 4,
+            drained: true
+        }
+    );
+    assert_eq!(&buf[..4], b"next");
+}
+
+#[tokio::test]
+async fn a_read_that_fills_the_buffer_is_not_the_last() {
+    let (reader, mut writer) = pair().await;
+    writer.write_all(&[7u8; 100]).await.unwrap();
+    delivered(&writer).await;
+
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        try_read(&reader, &mut buf).unwrap(),
+        Read {
+            len: 64,
+            drained: false
+        }
+    );
+    assert!(ready_now(&reader).await);
+    assert_eq!(
+        try_read(&reader, &mut buf).unwrap(),
+        Read {
+            len: 36,
+            drained: true
+        }
+    );
+}
+
+#[tokio::test]
+async fn urgent_data_never_looks_drained_while_bytes_wait_behind_it() {
+    let (reader, mut writer) = pair().await;
+    writer.write_all(b"abc").await.unwrap();
+    // SAFETY: a valid descriptor and a one-byte buffer.
+    let sent = unsafe { libc::send(writer.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+    assert_eq!(sent, 1);
+    writer.write_all(b"def").await.unwrap();
+    delivered(&writer).await;
+
+    // Linux stops the first read at the urgent mark; the reads go on, with no new event,
+    // until the one that drains the socket (the urgent byte itself is dropped, as by every
+    // reader without SO_OOBINLINE).
+    let mut buf = [0u8; 64];
+    let first = try_read(&reader, &mut buf).unwrap();
+    assert_eq!(
+        first,
+        Read {
+            len: 3,
+            drained: false
+        },
+        "short at the mark, more behind"
+    );
+    let mut got = buf[..3].to_vec();
+    loop {
+        let read = try_read(&reader, &mut buf).unwrap();
+        got.extend_from_slice(&buf[..read.len]);
+        if read.drained {
+            break;
+        }
+        assert!(
+            got.len() < 6,
+            "read past the data without draining: {got:?}"
+        );
+    }
+    assert_eq!(got, b"abcdef");
+}
+
+#[tokio::test]
+async fn after_the_last_bytes_the_eof_is_still_read() {
+    let (reader, mut writer) = pair().await;
+    writer.write_all(b"bye").await.unwrap();
+    writer.shutdown().await.unwrap();
+    delivered(&writer).await;
+    drop(writer);
+    reader.readable().await.unwrap();
+
+    let mut buf = [0u8; 64];
+    // The FIN is queued: the kernel reports it as one byte more, so the read goes on.
+    let first = try_read(&reader, &mut buf).unwrap();
+    assert_eq!(
+        first,
+        Read {
+            len: 3,
+            drained: false
+        }
+    );
+    assert_eq!(try_read(&reader, &mut buf).unwrap().len, 0);
+}
+
+#[tokio::test]
+async fn without_reports_a_short_read_is_not_taken_for_drained() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut writer = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (reader, _) = listener.accept().await.unwrap();
+    writer.write_all(b"hi").await.unwrap();
+    delivered(&writer).await;
+    reader.readable().await.unwrap();
+
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        try_read(&reader, &mut buf).unwrap(),
+        Read {
+            len: 2,
+            drained: false
+        }
+    );
+    let again = try_read(&reader, &mut buf).unwrap_err();
+    assert_eq!(again.kind(), io::ErrorKind::WouldBlock);
+}
