@@ -342,8 +342,8 @@ impl Direction {
     /// or 0 when the peer's FIN is queued behind it, though data follows. So a splice that
     /// moves nothing is followed by a copy, which passes the urgent mark (dropping the
     /// urgent byte, as every reader without `SO_OOBINLINE` does) and tells `EAGAIN` and
-    /// EOF for what they are. (Within one `try_io`: a splice's `EAGAIN` returned from it
-    /// would clear the readiness the copy needs.)
+    /// EOF for what they are. (A splice's `EAGAIN` is not returned from its `try_io`: that
+    /// would clear the readiness the copy after it needs.)
     fn read(
         &mut self,
         src: &TcpStream,
