@@ -36,6 +36,8 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use pinhole_tcpread::Until;
+
 use crate::lock;
 use crate::offload::{OffloadProgress, Offloaded};
 use crate::splice::{Side, SpliceEnd};
@@ -372,7 +374,14 @@ impl Direction {
                 return Ok(Got::Spliced(n));
             }
         }
-        let read = pinhole_tcpread::try_read_uninit(src, scratch)?;
+        // A message ends its reads where the kernel says the socket is drained; a direction
+        // that moved bulk in this wake-up reads on until `EAGAIN` (pinhole-tcpread's docs).
+        let until = if self.bulk {
+            Until::Eagain
+        } else {
+            Until::Drained
+        };
+        let read = pinhole_tcpread::try_read_uninit(src, scratch, until)?;
         let filled = read.len == scratch.len();
         self.copy_next = !filled;
         self.bulk |= filled;

@@ -52,7 +52,7 @@ async fn a_short_message_is_the_last_read_and_the_next_one_still_wakes() {
     delivered(&writer).await;
 
     let mut buf = [0u8; 64];
-    let read = try_read(&reader, &mut buf).unwrap();
+    let read = try_read(&reader, &mut buf, Until::Drained).unwrap();
     assert_eq!(
         read,
         Read {
@@ -72,7 +72,7 @@ async fn a_short_message_is_the_last_read_and_the_next_one_still_wakes() {
         .await
         .expect("no wake-up for the next message")
         .unwrap();
-    let read = try_read(&reader, &mut buf).unwrap();
+    let read = try_read(&reader, &mut buf, Until::Drained).unwrap();
     assert_eq!(
         read,
         Read {
@@ -91,7 +91,7 @@ async fn a_read_that_fills_the_buffer_is_not_the_last() {
 
     let mut buf = [0u8; 64];
     assert_eq!(
-        try_read(&reader, &mut buf).unwrap(),
+        try_read(&reader, &mut buf, Until::Drained).unwrap(),
         Read {
             len: 64,
             drained: false
@@ -99,7 +99,7 @@ async fn a_read_that_fills_the_buffer_is_not_the_last() {
     );
     assert!(ready_now(&reader).await);
     assert_eq!(
-        try_read(&reader, &mut buf).unwrap(),
+        try_read(&reader, &mut buf, Until::Drained).unwrap(),
         Read {
             len: 36,
             drained: true
@@ -121,7 +121,7 @@ async fn urgent_data_never_looks_drained_while_bytes_wait_behind_it() {
     // until the one that drains the socket (the urgent byte itself is dropped, as by every
     // reader without SO_OOBINLINE).
     let mut buf = [0u8; 64];
-    let first = try_read(&reader, &mut buf).unwrap();
+    let first = try_read(&reader, &mut buf, Until::Drained).unwrap();
     assert_eq!(
         first,
         Read {
@@ -132,7 +132,7 @@ async fn urgent_data_never_looks_drained_while_bytes_wait_behind_it() {
     );
     let mut got = buf[..3].to_vec();
     loop {
-        let read = try_read(&reader, &mut buf).unwrap();
+        let read = try_read(&reader, &mut buf, Until::Drained).unwrap();
         got.extend_from_slice(&buf[..read.len]);
         if read.drained {
             break;
@@ -156,7 +156,7 @@ async fn after_the_last_bytes_the_eof_is_still_read() {
 
     let mut buf = [0u8; 64];
     // The FIN is queued: the kernel reports it as one byte more, so the read goes on.
-    let first = try_read(&reader, &mut buf).unwrap();
+    let first = try_read(&reader, &mut buf, Until::Drained).unwrap();
     assert_eq!(
         first,
         Read {
@@ -164,7 +164,7 @@ async fn after_the_last_bytes_the_eof_is_still_read() {
             drained: false
         }
     );
-    assert_eq!(try_read(&reader, &mut buf).unwrap().len, 0);
+    assert_eq!(try_read(&reader, &mut buf, Until::Drained).unwrap().len, 0);
 }
 
 #[tokio::test]
@@ -180,12 +180,55 @@ async fn without_reports_a_short_read_is_not_taken_for_drained() {
 
     let mut buf = [0u8; 64];
     assert_eq!(
-        try_read(&reader, &mut buf).unwrap(),
+        try_read(&reader, &mut buf, Until::Drained).unwrap(),
         Read {
             len: 2,
             drained: false
         }
     );
-    let again = try_read(&reader, &mut buf).unwrap_err();
+    let again = try_read(&reader, &mut buf, Until::Drained).unwrap_err();
     assert_eq!(again.kind(), io::ErrorKind::WouldBlock);
+}
+
+#[tokio::test]
+async fn a_bulk_reader_reads_on_until_eagain() {
+    let (reader, mut writer) = pair().await;
+    writer.write_all(b"bulk").await.unwrap();
+    delivered(&writer).await;
+    reader.readable().await.unwrap();
+
+    let mut buf = [0u8; 64];
+    let read = try_read(&reader, &mut buf, Until::Eagain).unwrap();
+    assert_eq!(
+        read,
+        Read {
+            len: 4,
+            drained: false
+        }
+    );
+    assert!(ready_now(&reader).await, "readiness cleared before EAGAIN");
+    let again = try_read(&reader, &mut buf, Until::Eagain).unwrap_err();
+    assert_eq!(again.kind(), io::ErrorKind::WouldBlock);
+}
+
+#[tokio::test]
+async fn a_large_read_does_not_end_the_reads_though_it_drained_the_socket() {
+    let (reader, mut writer) = pair().await;
+    writer.write_all(&vec![1u8; BULK_READ]).await.unwrap();
+    delivered(&writer).await;
+    reader.readable().await.unwrap();
+
+    let mut buf = vec![0u8; 4 * BULK_READ];
+    let read = try_read(&reader, &mut buf, Until::Drained).unwrap();
+    assert_eq!(
+        read,
+        Read {
+            len: BULK_READ,
+            drained: false
+        }
+    );
+    assert!(
+        ready_now(&reader).await,
+        "readiness cleared after a bulk read"
+    );
 }
