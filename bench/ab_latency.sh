@@ -31,18 +31,7 @@ COUNT=${AB_COUNT:-1000}
 one_core=${AB_ONE_CORE:-0}
 read -ra polls <<<"${AB_POLL:-}"
 ((${#polls[@]})) || polls=(-)
-builds=0
-if [[ -n ${A:-} || -n ${B:-} ]]; then
-    : "${A:?A=path to the first pinhole binary}" "${B:?B=path to the second pinhole binary}"
-    builds=1
-    subjects=("${AB_SUBJECTS:-pinhole}")
-    [[ ${subjects[0]} =~ ^(pinhole|tun|tunnat)$ ]] ||
-        fail "AB_SUBJECTS: builds are compared on one Pinhole subject (pinhole, tun or tunnat), not '${subjects[0]}'"
-    contenders=(A B)
-else
-    read -ra subjects <<<"${AB_SUBJECTS:-pinhole rathole}"
-    contenders=("${subjects[@]}")
-fi
+ab_contenders
 for p in "${polls[@]}"; do
     [[ $p == - ]] || halt_poll "$p" || fail "AB_POLL: cannot set $HALT_POLL_PARAM on this machine"
 done
@@ -55,12 +44,7 @@ for ((r = 1; r <= SLICES; r++)); do
     for p in "${polls[@]}"; do
         [[ $p == - ]] || halt_poll "$p"
         for c in "${contenders[@]}"; do
-            s=$c
-            if ((builds)); then
-                s=${subjects[0]}
-                export PINHOLE=${!c}
-                restart_subject "$s"
-            fi
+            ab_turn "$c"
             if ((one_core)); then
                 chain_affinity "$s" "$ONE_CPU"
                 out=$(rr_test "$s" "$COUNT" taskset -c "$ONE_CPU") || fail "latency test of $c failed: $out"

@@ -32,18 +32,7 @@ SLICES=${AB_SLICES:-3}
 COUNT=${AB_COUNT:-3000}
 TRACE=${AB_TRACE:-syscalls}
 [[ $TRACE =~ ^(syscalls|wakeups)$ ]] || fail "AB_TRACE: syscalls or wakeups, not '$TRACE'"
-builds=0
-if [[ -n ${A:-} || -n ${B:-} ]]; then
-    : "${A:?A=path to the first pinhole binary}" "${B:?B=path to the second pinhole binary}"
-    builds=1
-    subjects=("${AB_SUBJECTS:-pinhole}")
-    [[ ${subjects[0]} =~ ^(pinhole|tun|tunnat)$ ]] ||
-        fail "AB_SUBJECTS: builds are compared on one Pinhole subject (pinhole, tun or tunnat), not '${subjects[0]}'"
-    contenders=(A B)
-else
-    read -ra subjects <<<"${AB_SUBJECTS:-pinhole rathole}"
-    contenders=("${subjects[@]}")
-fi
+ab_contenders
 
 T=/sys/kernel/tracing
 [[ -d $T/events ]] || mount -t tracefs nodev "$T" 2>/dev/null ||
@@ -68,12 +57,7 @@ bench_network
 bench_up "${subjects[@]}" >/dev/null
 for ((r = 1; r <= SLICES; r++)); do
     for c in "${contenders[@]}"; do
-        s=$c
-        if ((builds)); then
-            s=${subjects[0]}
-            export PINHOLE=${!c}
-            restart_subject "$s"
-        fi
+        ab_turn "$c"
         relay="" home="" filter=""
         for p in $(relay_pids "$s"); do relay+=" $(ls /proc/"$p"/task)"; done
         for p in $(home_pids "$s"); do home+=" $(ls /proc/"$p"/task)"; done

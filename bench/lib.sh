@@ -821,6 +821,36 @@ restart_subject() {
     wait_for 60 "a round trip through $s" path_ok "$s" >/dev/null
 }
 
+# ab_contenders : what an A/B script compares, from A, B and AB_SUBJECTS. With A and B set: two
+# builds on the one Pinhole subject AB_SUBJECTS names (default pinhole); without: the subjects
+# of AB_SUBJECTS (default "pinhole rathole") side by side. Sets builds (1 or 0), subjects and
+# contenders (A B, or the subjects).
+ab_contenders() {
+    builds=0
+    if [[ -n ${A:-} || -n ${B:-} ]]; then
+        : "${A:?A=path to the first pinhole binary}" "${B:?B=path to the second pinhole binary}"
+        builds=1
+        subjects=("${AB_SUBJECTS:-pinhole}")
+        [[ ${subjects[0]} =~ ^(pinhole|tun|tunnat)$ ]] ||
+            fail "AB_SUBJECTS: builds are compared on one Pinhole subject (pinhole, tun or tunnat), not '${subjects[0]}'"
+        contenders=(A B)
+    else
+        read -ra subjects <<<"${AB_SUBJECTS:-pinhole rathole}"
+        contenders=("${subjects[@]}")
+    fi
+}
+
+# ab_turn CONTENDER : sets s to the subject CONTENDER runs on; when builds are compared, that
+# subject's peers are restarted with CONTENDER's build first.
+ab_turn() {
+    s=$1
+    if ((builds)); then
+        s=${subjects[0]}
+        export PINHOLE=${!1}
+        restart_subject "$s"
+    fi
+}
+
 # restart_pinhole WHICH [prefix...] [-- up-args...] : restart the Pinhole relay or home
 # (WHICH = relay|home) with a command prefix (an environment, valgrind, ...) and extra
 # `pinhole up` arguments (e.g. --threads 2), and wait until the path works again.

@@ -10,13 +10,32 @@ use super::*;
 
 /// A connected pair on loopback: (the reader, with queue reports on, and the writer).
 async fn pair() -> (TcpStream, TcpStream) {
+    let (reader, writer) = connected().await;
+    assert!(report_queue(&reader), "TCP_INQ refused by this kernel");
+    (reader, writer)
+}
+
+/// A connected pair on loopback, as the kernel makes it: (the reader, the writer).
+async fn connected() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let writer = TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
     let (reader, _) = listener.accept().await.unwrap();
-    assert!(report_queue(&reader), "TCP_INQ refused by this kernel");
     (reader, writer)
+}
+
+/// A read that leaves more to read (or did not look).
+fn more(len: usize) -> Read {
+    Read {
+        len,
+        drained: false,
+    }
+}
+
+/// A read that drained the socket: the last one.
+fn last(len: usize) -> Read {
+    Read { len, drained: true }
 }
 
 /// Waits until the peer's kernel has acknowledged everything `writer` sent (`SIOCOUTQ` is
@@ -53,13 +72,7 @@ async fn a_short_message_is_the_last_read_and_the_next_one_still_wakes() {
 
     let mut buf = [0u8; 64];
     let read = try_read(&reader, &mut buf, Until::Drained).unwrap();
-    assert_eq!(
-        read,
-        Read {
-            len: 7,
-            drained: true
-        }
-    );
+    assert_eq!(read, last(7));
     assert_eq!(&buf[..7], b"request");
     assert!(
         !ready_now(&reader).await,
@@ -73,13 +86,7 @@ async fn a_short_message_is_the_last_read_and_the_next_one_still_wakes() {
         .expect("no wake-up for the next message")
         .unwrap();
     let read = try_read(&reader, &mut buf, Until::Drained).unwrap();
-    assert_eq!(
-        read,
-        Read {
-            len: 4,
-            drained: true
-        }
-    );
+    assert_eq!(read, last(4));
     assert_eq!(&buf[..4], b"next");
 }
 
@@ -92,18 +99,12 @@ async fn a_read_that_fills_the_buffer_is_not_the_last() {
     let mut buf = [0u8; 64];
     assert_eq!(
         try_read(&reader, &mut buf, Until::Drained).unwrap(),
-        Read {
-            len: 64,
-            drained: false
-        }
+        more(64)
     );
     assert!(ready_now(&reader).await);
     assert_eq!(
         try_read(&reader, &mut buf, Until::Drained).unwrap(),
-        Read {
-            len: 36,
-            drained: true
-        }
+        last(36)
     );
 }
 
@@ -122,14 +123,7 @@ async fn urgent_data_never_looks_drained_while_bytes_wait_behind_it() {
     // reader without SO_OOBINLINE).
     let mut buf = [0u8; 64];
     let first = try_read(&reader, &mut buf, Until::Drained).unwrap();
-    assert_eq!(
-        first,
-        Read {
-            len: 3,
-            drained: false
-        },
-        "short at the mark, more behind"
-    );
+    assert_eq!(first, more(3), "short at the mark, more behind");
     let mut got = buf[..3].to_vec();
     loop {
         let read = try_read(&reader, &mut buf, Until::Drained).unwrap();
@@ -157,23 +151,13 @@ async fn after_the_last_bytes_the_eof_is_still_read() {
     let mut buf = [0u8; 64];
     // The FIN is queued: the kernel reports it as one byte more, so the read goes on.
     let first = try_read(&reader, &mut buf, Until::Drained).unwrap();
-    assert_eq!(
-        first,
-        Read {
-            len: 3,
-            drained: false
-        }
-    );
+    assert_eq!(first, more(3));
     assert_eq!(try_read(&reader, &mut buf, Until::Drained).unwrap().len, 0);
 }
 
 #[tokio::test]
 async fn without_reports_a_short_read_is_not_taken_for_drained() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut writer = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (reader, _) = listener.accept().await.unwrap();
+    let (reader, mut writer) = connected().await;
     writer.write_all(b"hi").await.unwrap();
     delivered(&writer).await;
     reader.readable().await.unwrap();
@@ -181,10 +165,7 @@ async fn without_reports_a_short_read_is_not_taken_for_drained() {
     let mut buf = [0u8; 64];
     assert_eq!(
         try_read(&reader, &mut buf, Until::Drained).unwrap(),
-        Read {
-            len: 2,
-            drained: false
-        }
+        more(2)
     );
     let again = try_read(&reader, &mut buf, Until::Drained).unwrap_err();
     assert_eq!(again.kind(), io::ErrorKind::WouldBlock);
@@ -199,13 +180,7 @@ async fn a_bulk_reader_reads_on_until_eagain() {
 
     let mut buf = [0u8; 64];
     let read = try_read(&reader, &mut buf, Until::Eagain).unwrap();
-    assert_eq!(
-        read,
-        Read {
-            len: 4,
-            drained: false
-        }
-    );
+    assert_eq!(read, more(4));
     assert!(ready_now(&reader).await, "readiness cleared before EAGAIN");
     let again = try_read(&reader, &mut buf, Until::Eagain).unwrap_err();
     assert_eq!(again.kind(), io::ErrorKind::WouldBlock);
@@ -220,13 +195,7 @@ async fn a_large_read_does_not_end_the_reads_though_it_drained_the_socket() {
 
     let mut buf = vec![0u8; 4 * BULK_READ];
     let read = try_read(&reader, &mut buf, Until::Drained).unwrap();
-    assert_eq!(
-        read,
-        Read {
-            len: BULK_READ,
-            drained: false
-        }
-    );
+    assert_eq!(read, more(BULK_READ));
     assert!(
         ready_now(&reader).await,
         "readiness cleared after a bulk read"
