@@ -52,8 +52,9 @@ const DEFAULT_PIPE_BYTES: usize = 16 * 4096;
 /// What one copying read takes: the read that starts a wake-up of a direction that moves
 /// little at a time, the read after a splice that came back short, and every read when no
 /// pipe is free. Read into the stack; only what the destination does not take at once is
-/// kept, on the heap.
-const COPY_BYTES: usize = 16 * 1024;
+/// kept, on the heap. As large as a bulk read (16 KiB), so that a copy is bulk exactly when
+/// it fills what it asked for.
+const COPY_BYTES: usize = pinhole_tcpread::BULK_READ;
 
 /// Moves one task makes before it lets others run.
 const BUDGET: u32 = 32;
@@ -382,9 +383,8 @@ impl Direction {
             Until::Drained
         };
         let read = pinhole_tcpread::try_read_uninit(src, scratch, until)?;
-        let filled = read.len == scratch.len();
-        self.copy_next = !filled;
-        self.bulk |= filled;
+        self.copy_next = !read.bulk;
+        self.bulk |= read.bulk;
         self.drained = read.drained;
         Ok(Got::Copied(read.len))
     }

@@ -29,7 +29,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
-use pinhole_tcpread::{Read, Until, BULK_READ};
+use pinhole_tcpread::{Read, Until};
 
 use crate::conn::{recv_chunk, Pipes};
 use crate::shared::Shared;
@@ -361,23 +361,23 @@ impl Spliced {
                 return Ok(());
             }
         }
-        // A message is read until the kernel says the socket is drained; once a read fills
-        // the room it is given or brings `BULK_READ` bytes, bulk is flowing, and the reads go
-        // on until `EAGAIN` (pinhole-tcpread's docs). A short read alone proves nothing.
+        // A message is read until the kernel says the socket is drained; once a read is
+        // bulk, the reads go on until `EAGAIN` (pinhole-tcpread's docs). A short read alone
+        // proves nothing.
         let mut until = Until::Drained;
         while !self.kernel_eof && socket.can_send() {
             let tcp = &self.tcp;
             match socket.send(|room| match pinhole_tcpread::try_read(tcp, room, until) {
-                Ok(read) => (read.len, Ok((read, room.len()))),
+                Ok(read) => (read.len, Ok(read)),
                 Err(e) => (0, Err(e)),
             }) {
-                Ok(Ok((Read { len: 0, .. }, _))) => {
+                Ok(Ok(Read { len: 0, .. })) => {
                     self.kernel_eof = true;
                     self.progress.set(KERNEL_EOF);
                 }
-                Ok(Ok((Read { len, drained }, room))) => {
+                Ok(Ok(Read { len, drained, bulk })) => {
                     *moved += len as u64;
-                    if len == room || len >= BULK_READ {
+                    if bulk {
                         until = Until::Eagain;
                     }
                     // Pending registers the connection's waker for the socket's readiness.

@@ -17,8 +17,7 @@
 //! flow more bytes arrive while the turn still runs, and the read that would have heard
 //! `EAGAIN` takes them instead: stopping at "drained" there made each turn carry less and
 //! cost more turns (four streams home → client, alternating builds: −7 %). The caller
-//! knows which it is reading ([`Until::Eagain`] once a read filled its buffer, or brought
-//! [`BULK_READ`] bytes or more).
+//! knows which it is reading ([`Until::Eagain`] once a read was [`Read::bulk`]).
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -57,18 +56,21 @@ pub struct Read {
     /// `EAGAIN`, and the caller registers for the next event (`poll_read_ready`) instead of
     /// reading again.
     pub drained: bool,
+    /// The read filled its buffer or brought [`BULK_READ`] bytes or more: bulk is flowing,
+    /// and the caller's next reads of this wake-up go on until `EAGAIN` ([`Until::Eagain`]).
+    pub bulk: bool,
 }
 
-/// A read of at least this many bytes is bulk, as one that fills its buffer is: it does not
-/// end the reads even where it drained the socket, and a caller reads on until `EAGAIN`
-/// after it ([`Until::Eagain`]). A request or an answer is mostly far smaller.
+/// A read of at least this many bytes is bulk ([`Read::bulk`]), as one that fills its buffer
+/// is: it does not end the reads even where it drained the socket. A request or an answer is
+/// mostly far smaller.
 pub const BULK_READ: usize = 16 * 1024;
 
 /// Where a caller's run of reads stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Until {
-    /// At the read that leaves the socket empty by the kernel's count, unless it brought
-    /// [`BULK_READ`] bytes or more (or at `EAGAIN`): for a message, whose last byte is in.
+    /// At the read that leaves the socket empty by the kernel's count, unless it is bulk
+    /// ([`Read::bulk`]), or at `EAGAIN`: for a message, whose last byte is in.
     Drained,
     /// At `EAGAIN` only: for a bulk flow, whose next bytes may arrive before the next read.
     Eagain,
@@ -89,34 +91,43 @@ pub fn try_read_uninit(
     buf: &mut [MaybeUninit<u8>],
     until: Until,
 ) -> io::Result<Read> {
+    let capacity = buf.len();
+    let bulk = |len: usize| len == capacity || len >= BULK_READ;
     // A read that drained the socket returns `WouldBlock` from inside `try_io`, so tokio
     // clears the readiness it saw before the read (a later event is kept); its length waits
     // here.
     let mut last = None;
     let read = tcp.try_io(Interest::READABLE, || {
-        let (len, queued) = recv(tcp.as_raw_fd(), buf)?;
-        if until == Until::Eagain {
-            return Ok(len);
-        }
-        if len > 0 && len < BULK_READ && queued == Some(0) {
+        // Bulk reads on until `EAGAIN` whatever the count says: no need to ask for it.
+        let (len, queued) = recv(tcp.as_raw_fd(), buf, until == Until::Drained)?;
+        if len > 0 && !bulk(len) && queued == Some(0) {
             last = Some(len);
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(len)
     });
-    match (read, last) {
-        (Err(e), Some(len)) if e.kind() == io::ErrorKind::WouldBlock => {
-            Ok(Read { len, drained: true })
-        }
-        (read, _) => read.map(|len| Read {
+    if let Some(len) = last {
+        // Only a drained read set it, and `try_io` passed on its `WouldBlock`.
+        return Ok(Read {
             len,
-            drained: false,
-        }),
+            drained: true,
+            bulk: false,
+        });
     }
+    read.map(|len| Read {
+        len,
+        drained: false,
+        bulk: bulk(len),
+    })
 }
 
-/// One `recvmsg`: the bytes read, and the bytes still queued when the kernel said.
-fn recv(fd: libc::c_int, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option<u32>)> {
+/// One `recvmsg`: the bytes read, and, when `count` asks for it, the bytes still queued
+/// when the kernel said.
+fn recv(
+    fd: libc::c_int,
+    buf: &mut [MaybeUninit<u8>],
+    count: bool,
+) -> io::Result<(usize, Option<u32>)> {
     // Room for one control message carrying an int, aligned for `cmsghdr`.
     let mut control = [0u64; 4];
     let mut iov = libc::iovec {
@@ -127,10 +138,12 @@ fn recv(fd: libc::c_int, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Opti
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: `msg` points at `iov` (which spans `buf`) and at `control`, all live and
-    // writable for the call; the lengths are theirs.
+    if count {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+    }
+    // SAFETY: `msg` points at `iov` (which spans `buf`) and, when set, at `control`, all live
+    // and writable for the call; the lengths are theirs.
     let n = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_DONTWAIT) };
     if n < 0 {
         return Err(io::Error::last_os_error());

@@ -25,17 +25,31 @@ async fn connected() -> (TcpStream, TcpStream) {
     (reader, writer)
 }
 
-/// A read that leaves more to read (or did not look).
+/// A read of a message that leaves more to read (or did not look).
 fn more(len: usize) -> Read {
     Read {
         len,
         drained: false,
+        bulk: false,
     }
 }
 
-/// A read that drained the socket: the last one.
+/// A read of a message that drained the socket: the last one.
 fn last(len: usize) -> Read {
-    Read { len, drained: true }
+    Read {
+        len,
+        drained: true,
+        bulk: false,
+    }
+}
+
+/// A bulk read: the reads after it go on until `EAGAIN`.
+fn bulk(len: usize) -> Read {
+    Read {
+        len,
+        drained: false,
+        bulk: true,
+    }
 }
 
 /// Waits until the peer's kernel has acknowledged everything `writer` sent (`SIOCOUTQ` is
@@ -58,6 +72,13 @@ async fn delivered(writer: &TcpStream) {
     }
 }
 
+/// Waits until the reader's kernel holds all `writer` sent, and tokio has seen the reader
+/// readable, so a test's reads find it all.
+async fn settled(reader: &TcpStream, writer: &TcpStream) {
+    delivered(writer).await;
+    reader.readable().await.unwrap();
+}
+
 /// Whether tokio would let a read through now, without waiting.
 async fn ready_now(tcp: &TcpStream) -> bool {
     poll_fn(|cx| Poll::Ready(tcp.poll_read_ready(cx).is_ready())).await
@@ -67,8 +88,7 @@ async fn ready_now(tcp: &TcpStream) -> bool {
 async fn a_short_message_is_the_last_read_and_the_next_one_still_wakes() {
     let (reader, mut writer) = pair().await;
     writer.write_all(b"request").await.unwrap();
-    reader.readable().await.unwrap();
-    delivered(&writer).await;
+    settled(&reader, &writer).await;
 
     let mut buf = [0u8; 64];
     let read = try_read(&reader, &mut buf, Until::Drained).unwrap();
@@ -94,12 +114,12 @@ async fn a_short_message_is_the_last_read_and_the_next_one_still_wakes() {
 async fn a_read_that_fills_the_buffer_is_not_the_last() {
     let (reader, mut writer) = pair().await;
     writer.write_all(&[7u8; 100]).await.unwrap();
-    delivered(&writer).await;
+    settled(&reader, &writer).await;
 
     let mut buf = [0u8; 64];
     assert_eq!(
         try_read(&reader, &mut buf, Until::Drained).unwrap(),
-        more(64)
+        bulk(64)
     );
     assert!(ready_now(&reader).await);
     assert_eq!(
@@ -116,7 +136,7 @@ async fn urgent_data_never_looks_drained_while_bytes_wait_behind_it() {
     let sent = unsafe { libc::send(writer.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
     assert_eq!(sent, 1);
     writer.write_all(b"def").await.unwrap();
-    delivered(&writer).await;
+    settled(&reader, &writer).await;
 
     // Linux stops the first read at the urgent mark; the reads go on, with no new event,
     // until the one that drains the socket (the urgent byte itself is dropped, as by every
@@ -144,9 +164,8 @@ async fn after_the_last_bytes_the_eof_is_still_read() {
     let (reader, mut writer) = pair().await;
     writer.write_all(b"bye").await.unwrap();
     writer.shutdown().await.unwrap();
-    delivered(&writer).await;
+    settled(&reader, &writer).await;
     drop(writer);
-    reader.readable().await.unwrap();
 
     let mut buf = [0u8; 64];
     // The FIN is queued: the kernel reports it as one byte more, so the read goes on.
@@ -159,8 +178,7 @@ async fn after_the_last_bytes_the_eof_is_still_read() {
 async fn without_reports_a_short_read_is_not_taken_for_drained() {
     let (reader, mut writer) = connected().await;
     writer.write_all(b"hi").await.unwrap();
-    delivered(&writer).await;
-    reader.readable().await.unwrap();
+    settled(&reader, &writer).await;
 
     let mut buf = [0u8; 64];
     assert_eq!(
@@ -175,8 +193,7 @@ async fn without_reports_a_short_read_is_not_taken_for_drained() {
 async fn a_bulk_reader_reads_on_until_eagain() {
     let (reader, mut writer) = pair().await;
     writer.write_all(b"bulk").await.unwrap();
-    delivered(&writer).await;
-    reader.readable().await.unwrap();
+    settled(&reader, &writer).await;
 
     let mut buf = [0u8; 64];
     let read = try_read(&reader, &mut buf, Until::Eagain).unwrap();
@@ -190,12 +207,11 @@ async fn a_bulk_reader_reads_on_until_eagain() {
 async fn a_large_read_does_not_end_the_reads_though_it_drained_the_socket() {
     let (reader, mut writer) = pair().await;
     writer.write_all(&vec![1u8; BULK_READ]).await.unwrap();
-    delivered(&writer).await;
-    reader.readable().await.unwrap();
+    settled(&reader, &writer).await;
 
     let mut buf = vec![0u8; 4 * BULK_READ];
     let read = try_read(&reader, &mut buf, Until::Drained).unwrap();
-    assert_eq!(read, more(BULK_READ));
+    assert_eq!(read, bulk(BULK_READ));
     assert!(
         ready_now(&reader).await,
         "readiness cleared after a bulk read"
